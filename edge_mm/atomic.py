@@ -18,6 +18,7 @@ def atomic_path(final: Union[str, Path]) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    tmp_path.chmod(0o644)  # mkstemp makes it owner-only; the result is an ordinary file
     try:
         yield tmp_path
         os.replace(tmp_path, final)
@@ -32,6 +33,7 @@ def atomic_dir(final: Union[str, Path]) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the result is an ordinary shared folder
     try:
         yield tmp
         if final.exists():

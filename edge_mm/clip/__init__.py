@@ -8,6 +8,11 @@ import importlib
 
 _LAZY = {
     "tokenize": "edge_mm.clip.tokenizer",
+    "ClipPreprocess": "edge_mm.clip.preprocess",
+    "preprocess_image": "edge_mm.clip.preprocess",
+    "preprocess_batch": "edge_mm.clip.preprocess",
+    "build_classifier": "edge_mm.clip.zero_shot",
+    "ZeroShotClassifier": "edge_mm.clip.zero_shot",
     "load": "edge_mm.clip.weights",
     "available_models": "edge_mm.clip.weights",
     "CLIP": "edge_mm.clip.model",

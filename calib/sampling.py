@@ -1,0 +1,149 @@
+"""Draw calibration samples from a source and preprocess them with a model's spec (torch-free).
+
+The preprocessing is the runtime's own (edge_mm.rgbd, edge_mm.clip.preprocess, the tokenizer), so a
+calibration set sees exactly the tensors the deployed engine will see.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Tuple
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from edge_mm.clip.preprocess import ClipPreprocess, preprocess_image
+from edge_mm.clip.tokenizer import tokenize
+from edge_mm.datasets import RgbdFolderDataset
+from edge_mm.errors import CalibrationError, UsageError
+from edge_mm.rgbd import RgbdPreprocess, preprocess_rgbd
+from edge_mm.spec import ModelSpec
+from edge_mm.synthetic import SceneGenerator
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+SOURCE_FORMS = "synthetic, folder:DIR, recording:FILE.bag|.db3, captions:FILE.txt (CLIP text)"
+# Synthetic scenes for CLIP are rendered at this size, then CLIP's own resize/crop applies.
+SYNTHETIC_CLIP_SCENE = (256, 256)
+
+
+def parse_source(text: str) -> Tuple[str, str]:
+    kind, _, arg = text.partition(":")
+    if kind == "synthetic":
+        return kind, arg
+    if kind in ("folder", "recording", "captions") and arg:
+        return kind, arg
+    raise UsageError(f"--source {text!r} is not a calibration source; use one of: {SOURCE_FORMS}")
+
+
+def _pick(total: int, count: int, seed: int) -> List[int]:
+    """`count` distinct indices of `total`, seeded, in ascending order (the set's stored order)."""
+    if total < count:
+        raise CalibrationError(f"the source has {total} samples but --count {count} were asked for; lower --count or add data")
+    return sorted(np.random.default_rng(seed).choice(total, size=count, replace=False).tolist())
+
+
+# ---- RGB-D frames: (bgr uint8, depth metres) ----------------------------------------------------
+
+def _synthetic_frames(size: Tuple[int, int], count: int, seed: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    generator = SceneGenerator(size=size, seed=seed)
+    for i in range(count):
+        scene = generator.generate(i)
+        yield scene.bgr, scene.depth_m
+
+
+def _recording_frames(path: str, count: int, seed: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    # Recordings are read by the runtime's own source (torch-free), so calibration decodes a .bag or
+    # .db3 exactly as the camera app does. Imported lazily: only this source needs pyrealsense2.
+    from runtime.sources import open_source
+
+    with open_source(f"recording:{path}") as source:
+        frames = [(f.color, f.depth_m) for f in source]
+    for i in _pick(len(frames), count, seed):
+        yield frames[i]
+
+
+def _rgbd_frames(kind: str, arg: str, size: Tuple[int, int], count: int, seed: int):
+    """Raw (bgr, depth metres) frames of a synthetic or recording source."""
+    if kind == "synthetic":
+        return _synthetic_frames(size, count, seed)
+    if kind == "recording":
+        return _recording_frames(arg, count, seed)
+    raise UsageError(f"--source {kind}: gives no RGB-D frames; use synthetic, folder:DIR or recording:FILE")
+
+
+# ---- CLIP images and captions -------------------------------------------------------------------
+
+def _image_files(root: str) -> List[Path]:
+    folder = Path(root)
+    if (folder / "RGB").is_dir():  # an RGB-D dataset folder: its colour images only
+        folder = folder / "RGB"
+    if not folder.is_dir():
+        raise CalibrationError(f"image folder {folder} does not exist; pass --source folder:DIR with images in it")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise CalibrationError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    return files
+
+
+def _clip_images(kind: str, arg: str, count: int, seed: int) -> Iterator[np.ndarray]:
+    if kind == "folder":
+        files = _image_files(arg)
+        for i in _pick(len(files), count, seed):
+            image = cv2.imread(str(files[i]), cv2.IMREAD_COLOR)
+            if image is None:
+                raise CalibrationError(f"cannot read image {files[i]}; remove or replace it")
+            yield image
+    else:
+        for bgr, _ in _rgbd_frames(kind, arg, SYNTHETIC_CLIP_SCENE, count, seed):
+            yield bgr
+
+
+def synthetic_captions(count: int, seed: int) -> List[str]:
+    """Captions of synthetic scenes ("a red circle and a blue star"), as CLIP text calibration."""
+    generator = SceneGenerator(size=(64, 64), seed=seed)
+    captions = []
+    for i in range(count):
+        objects = generator.generate(i).objects
+        captions.append("a photo of " + " and ".join(f"a {o['colour']} {o['shape']}" for o in objects))
+    return captions
+
+
+def _captions(kind: str, arg: str, count: int, seed: int) -> List[str]:
+    if kind == "synthetic":
+        return synthetic_captions(count, seed)
+    if kind != "captions":
+        raise UsageError("CLIP text calibration takes --source captions:FILE.txt (one caption a line) or synthetic")
+    path = Path(arg)
+    if not path.is_file():
+        raise CalibrationError(f"caption file {path} does not exist; give a text file with one caption per line")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [lines[i] for i in _pick(len(lines), count, seed)]
+
+
+# ---- one entry point ----------------------------------------------------------------------------
+
+def sample(spec: ModelSpec, source: str, count: int, seed: int, progress: bool = True) -> Dict[str, np.ndarray]:
+    """Return {input name: (count, ...) array} preprocessed with `spec`."""
+    if count < 1:
+        raise UsageError(f"--count {count} must be at least 1")
+    kind, arg = parse_source(source)
+    bar: Callable = lambda it, total: tqdm(it, total=total, desc="calibration samples", unit="sample", disable=not progress)  # noqa: E731
+    if spec.kind == "cdinet":
+        pre = RgbdPreprocess.from_dict(spec.preprocess)
+        if kind == "folder":  # a dataset folder: the training loader's own reading and preprocessing
+            dataset = RgbdFolderDataset(arg, pre, with_gt=False)
+            items = [dataset[i] for i in bar(_pick(len(dataset), count, seed), count)]
+            return {"rgb": np.stack([it["rgb"] for it in items]), "depth": np.stack([it["depth"] for it in items])}
+        rgbs, depths = [], []
+        for bgr, depth in bar(_rgbd_frames(kind, arg, pre.size, count, seed), count):
+            rgb, dep = preprocess_rgbd(bgr, depth, pre)
+            rgbs.append(rgb)
+            depths.append(dep)
+        return {"rgb": np.stack(rgbs), "depth": np.stack(depths)}
+    if spec.kind == "clip-image":
+        pre = ClipPreprocess.from_dict(spec.preprocess)
+        images = [preprocess_image(img, pre) for img in bar(_clip_images(kind, arg, count, seed), count)]
+        return {"image": np.stack(images)}
+    context = int(spec.preprocess.get("context_length", 77))
+    return {"input_ids": tokenize(_captions(kind, arg, count, seed), context_length=context, truncate=True)}

@@ -1,0 +1,114 @@
+"""Calibration sets on disk: one deterministic zip of .npy arrays plus a manifest (torch-free).
+
+Same inputs, same bytes: entries are written in a fixed order with a fixed timestamp, so a set can
+be checked into a cache and compared by hash. Float inputs are stored as float16 (half the size;
+calibration statistics do not need more) and come back as float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Iterator, Union
+
+import numpy as np
+
+from edge_mm.atomic import atomic_path
+from edge_mm.errors import CalibrationError
+from edge_mm.spec import ModelSpec
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+_FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclasses.dataclass
+class CalibrationSet:
+    manifest: Dict[str, Any]
+    arrays: Dict[str, np.ndarray]
+
+    @property
+    def count(self) -> int:
+        return int(self.manifest["count"])
+
+    @property
+    def spec_digest(self) -> str:
+        return self.manifest["spec_digest"]
+
+    def check_spec(self, spec: ModelSpec, where: str = "") -> None:
+        """Refuse a set made with other preprocessing or inputs than `spec` describes."""
+        if self.spec_digest != spec.digest():
+            raise CalibrationError(
+                f"calibration set{where} was made for {self.manifest.get('model')!r} "
+                f"(spec {self.spec_digest[:12]}), not for {spec.name!r} (spec {spec.digest()[:12]}); "
+                f"rebuild it with `python -m calib.build --model {spec.name} ...`"
+            )
+
+    def batches(self, batch_size: int) -> Iterator[Dict[str, np.ndarray]]:
+        """Feed dicts of up to `batch_size` samples, in stored order, float inputs as float32."""
+        for start in range(0, self.count, batch_size):
+            yield {name: _as_model_dtype(a[start : start + batch_size]) for name, a in self.arrays.items()}
+
+
+def _as_model_dtype(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array.astype(np.float32) if array.dtype == np.float16 else array)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_set(path: Union[str, Path], arrays: Dict[str, np.ndarray], manifest: Dict[str, Any]) -> Path:
+    """Write arrays (each (N, ...)) and the manifest atomically; return the path."""
+    counts = {name: len(a) for name, a in arrays.items()}
+    if len(set(counts.values())) != 1:
+        raise CalibrationError(f"calibration arrays have different sample counts {counts}; this is a bug in the sampler")
+    stored = {name: (a.astype(np.float16) if a.dtype.kind == "f" else a) for name, a in sorted(arrays.items())}
+    manifest = dict(manifest)
+    manifest.update(
+        format=FORMAT,
+        count=next(iter(counts.values())),
+        arrays={name: {"shape": list(a.shape[1:]), "stored_dtype": str(a.dtype), "dtype": str(arrays[name].dtype)} for name, a in stored.items()},
+    )
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                entries = [(MANIFEST, json.dumps(manifest, sort_keys=True, indent=1).encode())]
+                entries += [(f"{name}.npy", _npy_bytes(a)) for name, a in stored.items()]
+                for name, data in entries:
+                    info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    info.external_attr = 0o644 << 16
+                    zf.writestr(info, data)
+    except OSError as exc:
+        raise CalibrationError(f"cannot write calibration set {path} ({exc.strerror or exc}); choose a writable --out") from None
+    return path
+
+
+def read_set(path: Union[str, Path]) -> CalibrationSet:
+    path = Path(path)
+    if not path.is_file():
+        raise CalibrationError(f"no calibration set at {path}; build one with `python -m calib.build --model NAME --out {path}`")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            manifest = json.loads(zf.read(MANIFEST))
+            if manifest.get("format") != FORMAT:
+                raise CalibrationError(f"calibration set {path} has format {manifest.get('format')!r}, expected {FORMAT}; rebuild it")
+            arrays = {}
+            for name in manifest["arrays"]:
+                with zf.open(f"{name}.npy") as fh:
+                    arrays[name] = np.lib.format.read_array(io.BytesIO(fh.read()), allow_pickle=False)
+    except CalibrationError:
+        raise
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise CalibrationError(f"calibration set {path} is corrupt ({exc}); rebuild it with `python -m calib.build`") from None
+    for name, array in arrays.items():
+        if len(array) != manifest["count"]:
+            raise CalibrationError(f"calibration set {path} is corrupt (array {name!r} holds {len(array)} of {manifest['count']} samples); rebuild it")
+    return CalibrationSet(manifest=manifest, arrays=arrays)
