@@ -64,6 +64,18 @@ def input_dtypes(model: onnx.ModelProto) -> Dict[str, np.dtype]:
 
 
 @contextlib.contextmanager
+def _working_dir(folder: Path):
+    """ORT's symbolic shape inference writes scratch files (sym_shape_infer_temp.onnx, *.data) into
+    the current directory for large models: keep them in our temporary folder."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+@contextlib.contextmanager
 def _quiet_stdout():
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         yield
@@ -193,7 +205,7 @@ def to_int8_qdq(
     }
     options.update(extra_options or {})
 
-    with tempfile.TemporaryDirectory(prefix="edge_mm_int8_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edge_mm_int8_") as tmp, _working_dir(Path(tmp)):
         folder = Path(tmp)
         output = folder / "int8.onnx"
         try:
