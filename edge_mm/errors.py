@@ -27,6 +27,10 @@ class DownloadError(EdgeMMError):
     """A download that failed, or whose checksum did not match."""
 
 
+class TrainingError(EdgeMMError):
+    """A training run that cannot go on (diverged loss, a resume that does not match its run)."""
+
+
 class DatasetError(EdgeMMError):
     """A dataset folder with missing, extra or unreadable files."""
 

@@ -1,0 +1,4 @@
+"""Evaluation: `edge-mm-eval <model> ...` and the metrics shared with training and export.
+
+`edge_mm.evaluate.metrics` and `edge_mm.evaluate.sources` are torch-free; `cdinet` imports torch.
+"""

@@ -1,0 +1,28 @@
+"""`edge-mm-eval`: one subcommand per model (cdinet); predictions and metrics.json under --out."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Optional, Sequence
+
+from edge_mm.cli_support import run_cli
+from edge_mm.train.cli import build_parser
+
+SUBCOMMANDS = {
+    "cdinet": ("edge_mm.evaluate.cdinet", "evaluate CDINet with the official test pipeline and PySODMetrics"),
+}
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    args = build_parser("edge-mm-eval", __doc__.splitlines()[0], SUBCOMMANDS).parse_args(argv)
+    return importlib.import_module(args._module).run(args)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
