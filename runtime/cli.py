@@ -1,0 +1,476 @@
+"""`edge-mm-run`: RGB-D salient object detection on a camera, a recording or synthetic scenes.
+
+    edge-mm-run                                  # camera if one is plugged in, else synthetic scenes
+    edge-mm-run --camera realsense               # a RealSense D4xx (window, or headless outputs)
+    edge-mm-run --camera recording:run.db3 --out run.mp4 --events run.jsonl
+    edge-mm-run --camera synthetic --frames 300 --headless --out demo.mp4 --stats demo.json
+    edge-mm-run --camera realsense --serve 127.0.0.1:8080          # MJPEG at http://127.0.0.1:8080/
+
+The model is an artifact folder made by `python -m export.build_engine` (default: artifacts/cdinet-s,
+or $EDGE_MM_MODEL); its spec decides the preprocessing. The backend is chosen automatically and
+printed. With no window (no display, or a headless OpenCV) and no output named, the annotated
+video, events and stats go to runs/<time>/. Keys in the window: q quit, space pause,
+s snapshot, o overlay on/off, r record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from edge_mm.cli_support import run_cli
+from edge_mm.errors import ArtifactError, SourceError, UsageError
+
+DEFAULT_MODEL_DIR = Path("artifacts") / "cdinet-s"
+MODEL_ENV = "EDGE_MM_MODEL"
+CONFIG_ENV = "EDGE_MM_RUN_CONFIG"
+DEFAULT_SYNTHETIC_FRAMES = 300
+RUNS_DIR = Path("runs")
+KNOWN_MODEL_NAMES = ("cdinet-s", "cdinet")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} must be in [0, 1)")
+    return value
+
+
+def _size(text: str) -> Tuple[int, int]:
+    """'640x480' (W x H) -> (W, H)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 640x480") from None
+    if w < 16 or h < 16:
+        raise argparse.ArgumentTypeError(f"{text!r} is too small")
+    return w, h
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line, exit 2 via run_cli) instead of printing usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message}; see edge-mm-run --help")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from runtime.backends.select import BACKENDS, PRECISIONS
+    from runtime.overlay import COLORMAPS
+    from runtime.sources import SOURCE_FORMS
+
+    p = _Parser(prog="edge-mm-run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE.toml", help=f"TOML file with any of these options (flags override it; default ${CONFIG_ENV})")
+    p.add_argument("--print-config", action="store_true", help="print the effective settings as TOML and exit")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", metavar="DIR", help=f"artifact folder (default ${MODEL_ENV} or {DEFAULT_MODEL_DIR})")
+    g.add_argument("--backend", choices=BACKENDS, default="auto", help="default auto: TensorRT engine > ORT CUDA > ORT CPU")
+    g.add_argument("--precision", choices=PRECISIONS, default="auto", help="model variant (default auto, see docs/runtime.md)")
+    g.add_argument("--threads", type=_positive_int, metavar="N", help="ONNX Runtime intra-op threads (default: its own)")
+    g.add_argument("--workers", type=_positive_int, metavar="K", help="threads each for preprocessing and rendering (default 1 on CPU, 2 on GPU)")
+    g.add_argument("--threshold", type=_fraction, default=0.5, metavar="T", help="saliency threshold of the mask and box; 0 = heat map only (default 0.5)")
+    s = p.add_argument_group("source")
+    s.add_argument("--camera", "--source", dest="camera", default="auto", metavar="URI",
+                   help=f"auto (RealSense if plugged in, else synthetic), {SOURCE_FORMS}")
+    s.add_argument("--frames", type=_positive_int, metavar="N", help=f"stop after N frames (synthetic default {DEFAULT_SYNTHETIC_FRAMES})")
+    s.add_argument("--loop", action="store_true", help="replay a recording or folder (synthetic: run until stopped)")
+    s.add_argument("--size", type=_size, metavar="WxH", help="capture size WIDTHxHEIGHT (RealSense, synthetic; default 640x480)")
+    s.add_argument("--fps", type=float, metavar="FPS", help="RealSense frame rate; for synthetic scenes, pace them like a camera")
+    s.add_argument("--record", metavar="FILE.db3", help="RealSense only: also record the raw streams to FILE.db3")
+    o = p.add_argument_group("outputs")
+    o.add_argument("--headless", action="store_true", help="no window (automatic without a display or GUI)")
+    o.add_argument("--window", action="store_true", help="require a window (error if none can open)")
+    o.add_argument("--out", metavar="FILE.mp4", help="annotated video FILE.mp4 (or .avi)")
+    o.add_argument("--out-fps", type=float, metavar="FPS", help="frame rate written into the video (default: the source's, or 30)")
+    o.add_argument("--serve", metavar="HOST:PORT", help="MJPEG stream and status page on HOST:PORT (host defaults to 127.0.0.1)")
+    o.add_argument("--events", metavar="FILE.jsonl", help="JSON lines, one per frame: time, box, score, depth")
+    o.add_argument("--stats", metavar="FILE.json", help="write the run's statistics as JSON to FILE (updated while running)")
+    o.add_argument("--stats-interval", type=float, default=5.0, metavar="S", help="seconds between progress prints (0: none; default 5)")
+    o.add_argument("--snapshot-dir", metavar="DIR", help="where s (snapshot) and r (record) write (default runs/)")
+    o.add_argument("--alpha", type=float, default=0.5, metavar="A", help="heat-map opacity at probability 1 (default 0.5)")
+    o.add_argument("--colormap", choices=sorted(COLORMAPS), default="jet", help="heat-map colours (default jet)")
+    o.add_argument("--no-overlay", action="store_true", help="start with the heat map off (o toggles it)")
+    o.add_argument("--quiet", action="store_true", help="print only warnings, errors and the summary")
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> Tuple[argparse.Namespace, Dict[str, Any]]:
+    """Flags over config over built-in defaults; returns (args, [source] options from the config)."""
+    from runtime.config import load_into
+
+    parser = build_parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(list(argv or []))
+    config_path = known.config or os.environ.get(CONFIG_ENV)
+    source_options: Dict[str, Any] = {}
+    if config_path:
+        _, source_options = load_into(parser, config_path)
+    args = parser.parse_args(list(argv or []))
+    args.config = config_path
+    if args.headless and args.window:
+        raise UsageError("--headless and --window contradict each other; give one")
+    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
+        raise UsageError(f"--alpha {args.alpha} must be in [0, 1]")
+    if args.stats_interval < 0:
+        raise UsageError("--stats-interval must be >= 0")
+    return args, source_options
+
+
+# -- resolving what to run ----------------------------------------------------------------------
+
+
+def model_dir(args: argparse.Namespace) -> Path:
+    return Path(args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL_DIR)
+
+
+def guess_model_name(path: Path) -> str:
+    """The model an artifact folder was probably built from (its name), else the demo model."""
+    return next((n for n in KNOWN_MODEL_NAMES if path.name.startswith(n)), "cdinet-s")
+
+
+def missing_artifact_error(path: Path) -> ArtifactError:
+    return ArtifactError(
+        f"no model artifact at {path}; build it with `python -m export.build_engine --model {guess_model_name(path)} --out {path}` "
+        f"(or point --model / ${MODEL_ENV} at one)"
+    )
+
+
+def open_artifact(path: Path):
+    from runtime.artifact import Artifact
+
+    if not path.is_dir():
+        raise missing_artifact_error(path)
+    artifact = Artifact(path)
+    if not artifact.variants():
+        raise missing_artifact_error(path)
+    try:
+        artifact.spec  # reads model.onnx's spec: a corrupt file fails here, with the rebuild command
+    except ArtifactError as exc:
+        # Without a readable spec the model name is unknown; name the likely one in the command.
+        raise ArtifactError(str(exc).replace("--model <model>", f"--model {guess_model_name(path)}")) from None
+    return artifact
+
+
+def realsense_present() -> Tuple[bool, str]:
+    """(True, serial) if a RealSense camera is connected, else (False, why not)."""
+    try:
+        from runtime.sources.rs_frames import import_pyrealsense2
+
+        rs = import_pyrealsense2()
+        devices = list(rs.context().query_devices())
+    except (SourceError, RuntimeError) as exc:
+        return False, str(exc)
+    if not devices:
+        return False, "no RealSense camera is connected"
+    return True, devices[0].get_info(rs.camera_info.serial_number)
+
+
+def resolve_camera(camera: str, say) -> str:
+    if camera.strip().lower() != "auto":
+        return camera
+    found, detail = realsense_present()
+    if found:
+        say(f"camera: RealSense {detail} (--camera auto)")
+        return "realsense"
+    say(f"camera: synthetic scenes ({detail}; --camera realsense | recording:FILE | folder:DIR to choose)")
+    return "synthetic"
+
+
+def source_options(args: argparse.Namespace, uri: str, config_options: Dict[str, Any], frames: Optional[int]) -> Dict[str, Any]:
+    from runtime.sources import parse_source_uri
+
+    kind, _ = parse_source_uri(uri)
+    options = dict(config_options)
+    if args.size is not None:
+        w, h = args.size
+        if kind == "synthetic":
+            options["size"] = (h, w)
+        else:
+            options.update(width=w, height=h)
+    if args.fps is not None:
+        options["fps"] = int(args.fps) if kind == "realsense" else args.fps
+    if args.record:
+        options["record"] = args.record
+    if args.loop and kind in ("recording", "folder"):
+        options["loop"] = True
+    if kind == "synthetic" and frames is not None and args.fps is None:
+        # Unpaced scenes are a file-like source (every frame once): the generator stops there. Paced
+        # ones are camera-like and may drop frames, so the pipeline counts the processed ones instead.
+        options["count"] = frames
+    return options
+
+
+def default_run_dir() -> Path:
+    return RUNS_DIR / time.strftime("edge-mm-run-%Y%m%d-%H%M%S")
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+class _Console:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    def always(self, text: str) -> None:
+        print(text, flush=True)
+
+    def warn(self, text: str) -> None:
+        print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
+def _write_stats(path: Path, summary: Dict[str, Any]) -> None:
+    import json
+
+    from edge_mm.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM (docker stop, systemd) ends the run like Ctrl-C, so outputs are closed cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+@dataclasses.dataclass
+class OutputPlan:
+    """Where results go, decided (and checked) before anything is opened."""
+
+    window: bool
+    out: Optional[str]
+    events: Optional[str]
+    stats: Optional[str]
+    serve: Optional[Tuple[str, int]]
+    snapshot_dir: Path
+
+
+def plan_outputs(args: argparse.Namespace, console: "_Console") -> OutputPlan:
+    from runtime.sinks.mjpeg import parse_host_port
+    from runtime.sinks.video import check_video_path
+    from runtime.sinks.window import gui_support
+
+    gui_ok, no_gui_reason = gui_support()
+    if args.window and not gui_ok:
+        raise UsageError(f"--window: no window can open here: {no_gui_reason}; use --headless with --out/--serve")
+    window = gui_ok and not args.headless
+    if not window and not args.headless:
+        console.say(f"headless: {no_gui_reason}")
+    plan = OutputPlan(window, args.out, args.events, args.stats,
+                      parse_host_port(args.serve) if args.serve else None,
+                      Path(args.snapshot_dir) if args.snapshot_dir else RUNS_DIR)
+    if not window and not (args.out or args.serve or args.events or args.stats):
+        run_dir = default_run_dir()
+        plan.out, plan.events, plan.stats = (str(run_dir / "annotated.mp4"), str(run_dir / "events.jsonl"),
+                                             str(run_dir / "stats.json"))
+        console.say(f"outputs: none named and no window, so writing to {run_dir}/ (--out/--events/--stats/--serve to choose)")
+    if plan.out:
+        check_video_path(plan.out)
+    return plan
+
+
+class _Session:
+    """One run's open things (window, sinks, recording) and the key actions between frames."""
+
+    def __init__(self, args: argparse.Namespace, plan: OutputPlan, console: "_Console", stats: Any, out_fps: float) -> None:
+        from runtime.sinks.window import Controls
+
+        self.args, self.plan, self.console, self.stats, self.out_fps = args, plan, console, stats, out_fps
+        self.controls = Controls(show_heatmap=not args.no_overlay)
+        self.sinks: List[Any] = []
+        self.window: Any = None
+        self.recording: Any = None
+        self.pipeline: Any = None
+        self._last_print = time.perf_counter()
+
+    def open_sinks(self, title: str) -> None:
+        from runtime.sinks.events import EventsSink
+        from runtime.sinks.mjpeg import MjpegServer
+        from runtime.sinks.video import VideoSink
+        from runtime.sinks.window import WindowSink
+
+        if self.plan.window:
+            window = WindowSink(self.controls)
+            try:
+                window.open()
+                self.window = window
+                self.sinks.append(window)
+            except Exception as exc:  # cv2.error: a GUI on paper that cannot open here
+                detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                if self.args.window:
+                    raise UsageError(f"--window: the window did not open ({detail}); use --headless") from None
+                self.console.warn(f"no window ({detail}); running headless")
+        if self.plan.out:
+            self.sinks.append(VideoSink(self.plan.out, fps=self.out_fps))
+        if self.plan.serve:
+            server = MjpegServer(*self.plan.serve, stats=self.stats.summary, title=title)
+            self.sinks.append(server)
+            self.console.always(f"serving {server.url} (stream {server.url}stream, stats {server.url}stats)")
+        if self.plan.events:
+            self.sinks.append(EventsSink(self.plan.events))
+
+    def on_result(self, result: Any) -> None:
+        """Between frames, on the main thread: progress, snapshot and record keys."""
+        from runtime.pipeline import save_snapshot
+
+        now = time.perf_counter()
+        if self.args.stats_interval and now - self._last_print >= self.args.stats_interval:
+            self._last_print = now
+            self.console.say(self.stats.progress_line())
+            if self.plan.stats:
+                _write_stats(Path(self.plan.stats), {**self.stats.summary(), "complete": False})
+        if self.controls.snapshot_requested:
+            self.controls.snapshot_requested = False
+            paths = save_snapshot(result, self.plan.snapshot_dir)
+            self.console.always(f"snapshot: {', '.join(str(p) for p in paths)}")
+        if self.controls.record_toggle_requested:
+            self.controls.record_toggle_requested = False
+            self.toggle_recording()
+
+    def toggle_recording(self) -> None:
+        from runtime.sinks.video import VideoSink
+
+        if self.recording is None:
+            path = self.plan.snapshot_dir / time.strftime("record-%Y%m%d-%H%M%S.mp4")
+            self.recording = VideoSink(path, fps=self.out_fps)
+            self.pipeline.sinks.insert(0, self.recording)
+            self.console.always(f"recording to {path} (r stops)")
+        else:
+            sink, self.recording = self.recording, None
+            self.pipeline.sinks.remove(sink)
+            sink.close()
+            self.console.always(f"recording stopped: {sink.path} ({sink.frames_written} frames)")
+
+    def close(self) -> None:
+        for sink in ([self.recording] if self.recording else []) + self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # noqa: BLE001 - close the others regardless
+                self.console.warn(f"closing {sink.describe()} failed: {exc}")
+
+
+def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
+    from runtime.backends.select import select_backend
+    from runtime.pipeline import Pipeline
+    from runtime.saliency import SaliencyModel
+    from runtime.sources import open_source, parse_source_uri
+    from runtime.stats import PipelineStats, format_summary
+
+    console = _Console(args.quiet)
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+
+    # The model, and the backend that runs it.
+    artifact = open_artifact(model_dir(args))
+    selection = select_backend(artifact, args.backend, args.precision, threads=args.threads, warn=console.warn)
+    backend = selection.backend
+    try:
+        model = SaliencyModel(backend, threshold=args.threshold or None)
+        size = model.preprocess_spec.size
+        provider = getattr(backend, "provider", None)
+        console.say(f"model: {artifact.path} ({model.spec.name}, input {size[0]}x{size[1]})")
+        console.say(f"backend: {selection.label}{f' [{provider}]' if provider else ''} - {selection.reason}")
+        model.warm_up()
+
+        # Where frames come from, how many, and where results go.
+        uri = resolve_camera(args.camera, console.say)
+        kind, _ = parse_source_uri(uri)
+        frames = args.frames
+        if frames is None and kind == "synthetic" and not args.loop:
+            frames = DEFAULT_SYNTHETIC_FRAMES
+            console.say(f"frames: {frames} synthetic scenes (--frames N to change, --loop to run until stopped)")
+        plan = plan_outputs(args, console)
+        source = open_source(uri, **source_options(args, uri, config_source_options, frames))
+
+        stats = PipelineStats()
+        stats.info = {"model": model.spec.name, "artifact": str(artifact.path), "backend": selection.label,
+                      "backend_reason": selection.reason, "provider": provider, "input_size": list(size),
+                      "source": source.name, "live": bool(source.live)}
+        session = _Session(args, plan, console, stats, args.out_fps or float(getattr(source, "fps", None) or 30.0))
+        outcome = None
+        previous_sigterm = _sigterm_as_interrupt()
+        try:
+            session.open_sinks(title=f"{model.spec.name} on {source.name}")
+            stats.info["outputs"] = [s.describe() for s in session.sinks] + ([f"stats {plan.stats}"] if plan.stats else [])
+            label = f"{selection.label} | {model.spec.name}"
+            window = session.window
+            session.pipeline = Pipeline(
+                source, model, session.sinks, stats, max_frames=frames,
+                workers=args.workers or (1 if selection.kind == "ort-cpu" else 2), controls=session.controls,
+                render_lines=lambda: stats.overlay_lines(label), alpha=args.alpha, colormap=args.colormap,
+                on_result=session.on_result, idle=(lambda: window.poll(30)) if window else None,
+            )
+            console.say(f"running: {source.name} -> {', '.join(stats.info['outputs']) or 'nothing'} "
+                        f"({'live, newest frame' if source.live else 'every frame once'}; Ctrl-C stops)")
+            outcome = session.pipeline.run()
+        finally:
+            session.close()
+            source.close()
+            if previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, previous_sigterm)
+            if outcome is not None:
+                summary = {**stats.summary(), "complete": True, "stop_reason": outcome.reason,
+                           "error": str(outcome.error) if outcome.error else None}
+                if plan.stats:
+                    _write_stats(Path(plan.stats), summary)
+    finally:
+        backend.deactivate()
+
+    console.always(f"stopped ({outcome.reason}): " + format_summary(summary))
+    written = [str(p) for p in (plan.out, plan.events, plan.stats) if p and Path(p).exists()]
+    if written:
+        console.always("wrote: " + ", ".join(written))
+    if outcome.error is not None:
+        raise outcome.error
+    return 130 if outcome.interrupted else 0
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    args, config_source_options = parse_args(argv)
+    if args.print_config:
+        from runtime.config import to_toml
+
+        values = {k: v for k, v in vars(args).items() if k not in ("print_config", "config")}
+        values["model"] = str(model_dir(args))
+        print(to_toml(values, config_source_options), end="")
+        return 0
+    return run(args, config_source_options)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry point (`edge-mm-run`): returns the exit status (2 with one line for user errors)."""
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

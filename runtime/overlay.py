@@ -1,0 +1,100 @@
+"""Draw a saliency result on a frame: colour-mapped probabilities, the object's box and label, stats text.
+
+The heat map is blended with a per-pixel weight alpha * probability, so background pixels keep
+their colours and only salient ones are tinted. Everything is OpenCV so a 640x480 frame costs a few
+milliseconds on a small CPU. Torch-free.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from runtime.saliency import SaliencyResult
+
+COLORMAPS = {"jet": cv2.COLORMAP_JET, "turbo": cv2.COLORMAP_TURBO, "inferno": cv2.COLORMAP_INFERNO,
+             "magma": cv2.COLORMAP_MAGMA, "viridis": cv2.COLORMAP_VIRIDIS}
+BOX_COLOUR = (0, 255, 0)  # BGR green: visible on the warm end of every colour map above
+TEXT_COLOUR = (255, 255, 255)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def text_scale(width: int) -> float:
+    """Font scale that reads well from 320 to 1920 pixels wide."""
+    return max(0.4, min(1.2, width / 1280.0))
+
+
+def blend_heatmap(bgr: np.ndarray, prob: np.ndarray, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
+    """A new image: bgr tinted by the colour-mapped probabilities, weight alpha * prob per pixel."""
+    heat = cv2.applyColorMap(cv2.convertScaleAbs(prob, alpha=255.0), COLORMAPS[colormap])
+    weight = prob * np.float32(alpha)  # float32 (H, W)
+    return cv2.blendLinear(heat, bgr, weight, np.float32(1.0) - weight)
+
+
+def _outlined_text(image: np.ndarray, text: str, origin: Tuple[int, int], scale: float, colour=TEXT_COLOUR) -> None:
+    thickness = max(1, int(round(scale * 2)))
+    cv2.putText(image, text, origin, FONT, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)  # dark outline
+    cv2.putText(image, text, origin, FONT, scale, colour, thickness, cv2.LINE_AA)
+
+
+def draw_box(image: np.ndarray, result: SaliencyResult) -> None:
+    """The salient object's box and a 'salient 0.91 | 1.23 m' label above it (in place)."""
+    if result.box is None:
+        return
+    x0, y0, x1, y1 = result.box
+    scale = text_scale(image.shape[1])
+    thickness = max(2, int(round(scale * 3)))
+    cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), BOX_COLOUR, thickness, cv2.LINE_AA)
+    label = f"salient {result.score:.2f}"
+    if result.depth_m is not None:
+        label += f" | {result.depth_m:.2f} m"
+    (tw, th), base = cv2.getTextSize(label, FONT, scale, max(1, int(round(scale * 2))))
+    ty = y0 - 6 if y0 - th - base - 6 > 0 else min(image.shape[0] - base - 2, y1 + th + 6)
+    tx = max(0, min(x0, image.shape[1] - tw - 2))
+    cv2.rectangle(image, (tx, ty - th - 4), (tx + tw + 4, ty + base), BOX_COLOUR, cv2.FILLED)
+    cv2.putText(image, label, (tx + 2, ty), FONT, scale, (0, 0, 0), max(1, int(round(scale * 2))), cv2.LINE_AA)
+
+
+def draw_text_panel(image: np.ndarray, lines: Sequence[str], corner: str = "top-left") -> None:
+    """Lines of text on a darkened panel in a corner of the image (in place)."""
+    lines = [line for line in lines if line]
+    if not lines:
+        return
+    scale = text_scale(image.shape[1]) * 0.9
+    thickness = max(1, int(round(scale * 2)))
+    sizes = [cv2.getTextSize(line, FONT, scale, thickness) for line in lines]
+    line_h = max(h + b for (_, h), b in sizes) + 6
+    width = max(w for (w, _), _ in sizes) + 12
+    height = line_h * len(lines) + 6
+    x0 = 0 if corner.endswith("left") else max(0, image.shape[1] - width)
+    y0 = 0 if corner.startswith("top") else max(0, image.shape[0] - height)
+    x1, y1 = min(image.shape[1], x0 + width), min(image.shape[0], y0 + height)
+    panel = image[y0:y1, x0:x1]
+    panel[:] = (panel.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken to 40% behind the text
+    for i, line in enumerate(lines):
+        _outlined_text(image, line, (x0 + 6, y0 + line_h * (i + 1) - 4), scale)
+
+
+def render(
+    bgr: np.ndarray,
+    result: Optional[SaliencyResult],
+    lines: Sequence[str] = (),
+    *,
+    show_heatmap: bool = True,
+    alpha: float = 0.5,
+    colormap: str = "jet",
+    status: str = "",
+) -> np.ndarray:
+    """The annotated frame (a new array): heat map, box + label, stats panel, and a status word."""
+    if result is not None and show_heatmap:
+        out = blend_heatmap(bgr, result.prob, alpha, colormap)
+    else:
+        out = bgr.copy()
+    if result is not None:
+        draw_box(out, result)
+    draw_text_panel(out, lines)
+    if status:
+        draw_text_panel(out, [status], corner="top-right")
+    return out

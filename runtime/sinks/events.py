@@ -1,0 +1,65 @@
+"""One JSON line per processed frame: when, which frame, the salient object's box, score and depth.
+
+The file is an append-only log written in place and flushed after every line, so a reader (or
+`tail -f`) always sees whole lines, and a run stopped by Ctrl-C, a lost camera or an error leaves
+every frame processed so far. Each line is written with one write() call.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Union
+
+from edge_mm.errors import UsageError
+
+from .base import Sink
+
+
+def event_of(result: Any) -> Dict[str, Any]:
+    """The JSON object for one pipeline.FrameResult."""
+    frame = result.frame
+    event: Dict[str, Any] = {
+        "index": frame.index,
+        "time": round(result.wall_time, 6),  # Unix time when the result was ready
+        "timestamp_ms": round(float(frame.timestamp_ms), 3),  # the source's own clock
+        "latency_ms": round(result.latency_s * 1000.0, 3),
+        **result.saliency.to_event(),
+    }
+    if result.iou is not None:
+        event["iou"] = round(result.iou, 4)
+    return event
+
+
+class EventsSink(Sink):
+    name = "events"
+    records_latency = True  # the pipeline writes it after the other outputs, when the latency is known
+
+    def __init__(self, path: Union[str, Path]) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise UsageError(f"--events {self.path} is a folder; give a file name such as {self.path / 'events.jsonl'}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "w", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write events to {self.path} ({exc.strerror}); choose another --events file") from None
+        self.lines = 0
+
+    def write(self, result: Any) -> None:
+        self.write_event(event_of(result))
+
+    def write_event(self, event: Dict[str, Any]) -> None:
+        if self._fh is None:
+            return
+        self._fh.write(json.dumps(event, separators=(",", ":")) + "\n")
+        self._fh.flush()
+        self.lines += 1
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def describe(self) -> str:
+        return f"events {self.path}"

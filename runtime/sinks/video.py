@@ -1,0 +1,109 @@
+"""The annotated video: cv2.VideoWriter to a hidden partial file, renamed to the target on close.
+
+Why rename instead of writing in place: an MP4's index (the `moov` atom) is written when the writer
+is released, so until then a file at the target name would be unplayable. Writing beside the target
+and renaming on close means the target either does not exist or is a complete video. close() runs
+at the end of the stream, on Ctrl-C (SIGINT/SIGTERM), on a camera that is lost for good and on any
+other error, so all of those leave a valid file with every frame written so far. Only a hard kill
+(SIGKILL, power loss) leaves the hidden `.NAME.partial.mp4` behind, and the next run to the same
+target removes it.
+
+The pip OpenCV wheels encode `mp4v` into .mp4 and `MJPG` into .avi (H.264 is not available there).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional, Tuple, Union
+
+import cv2
+import numpy as np
+
+from edge_mm.errors import UsageError
+
+from .base import Sink
+
+log = logging.getLogger("edge_mm.runtime.video")
+
+FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
+
+
+def partial_path(target: Path) -> Path:
+    # Keep the suffix: OpenCV's FFmpeg backend picks the container from it.
+    return target.with_name(f".{target.stem}.partial{target.suffix}")
+
+
+def check_video_path(path: Union[str, Path]) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a folder; give a file name such as {path / 'annotated.mp4'}")
+    if path.suffix.lower() not in FOURCC_BY_SUFFIX:
+        raise UsageError(f"--out {path}: write video as .mp4 (mp4v) or .avi (MJPG); {path.suffix or 'no suffix'} is not supported")
+    return path
+
+
+class VideoSink(Sink):
+    """Writes each annotated image; the size is fixed by the first frame (later ones are resized to it)."""
+
+    name = "video"
+
+    def __init__(self, path: Union[str, Path], fps: float = 30.0) -> None:
+        self.path = check_video_path(path)
+        if not fps or fps <= 0:
+            raise UsageError(f"video frame rate must be positive, got {fps}")
+        self.fps = float(fps)
+        self.partial = partial_path(self.path)
+        self.frames_written = 0
+        self._writer: Optional[Any] = None
+        self._size: Optional[Tuple[int, int]] = None
+        self._closed = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the folder for {self.path} ({exc.strerror}); choose another --out") from None
+        if self.partial.exists():
+            self.partial.unlink()  # left by a killed run
+
+    def _open(self, image: np.ndarray) -> None:
+        h, w = image.shape[:2]
+        fourcc = cv2.VideoWriter_fourcc(*FOURCC_BY_SUFFIX[self.path.suffix.lower()])
+        writer = cv2.VideoWriter(str(self.partial), fourcc, self.fps, (w, h))
+        if not writer.isOpened():
+            writer.release()
+            raise UsageError(
+                f"OpenCV cannot write {self.path.suffix} video to {self.path} (codec {FOURCC_BY_SUFFIX[self.path.suffix.lower()]}, "
+                "check the folder is writable); try an .avi file"
+            )
+        self._writer, self._size = writer, (w, h)
+
+    def write(self, result: Any) -> None:
+        self.write_image(result.image)
+
+    def write_image(self, image: np.ndarray) -> None:
+        if self._closed:
+            return
+        if self._writer is None:
+            self._open(image)
+        if (image.shape[1], image.shape[0]) != self._size:
+            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(image)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Finish the file and move it to its name; without a single frame, no file is left."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        if self.partial.exists():
+            os.replace(self.partial, self.path)
+        else:
+            log.warning("the video writer produced no file for %s", self.path)
+
+    def describe(self) -> str:
+        return f"video {self.path}"
