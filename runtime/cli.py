@@ -77,6 +77,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from runtime.backends.select import BACKENDS, PRECISIONS
+    from runtime.clip_stage import add_clip_arguments
     from runtime.overlay import COLORMAPS
     from runtime.sources import SOURCE_FORMS
 
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--colormap", choices=sorted(COLORMAPS), default="jet", help="heat-map colours (default jet)")
     o.add_argument("--no-overlay", action="store_true", help="start with the heat map off (o toggles it)")
     o.add_argument("--quiet", action="store_true", help="print only warnings, errors and the summary")
+    add_clip_arguments(p)
     return p
 
 
@@ -312,6 +314,7 @@ class _Session:
         self.window: Any = None
         self.recording: Any = None
         self.pipeline: Any = None
+        self.clip: Any = None  # runtime.clip_stage.ClipStage with --clip
         self._last_print = time.perf_counter()
 
     def open_sinks(self, title: str) -> None:
@@ -343,7 +346,16 @@ class _Session:
     def on_result(self, result: Any) -> None:
         """Between frames, on the main thread: progress, snapshot and record keys."""
         from runtime.pipeline import save_snapshot
+        from runtime.sinks.events import EventsSink
 
+        if self.clip is not None:
+            # CLIP takes the newest salient crop at its own rate and never blocks this loop.
+            self.clip.submit(result.frame, result.saliency)
+            events = self.clip.drain_events()
+            for sink in self.sinks:
+                if isinstance(sink, EventsSink):
+                    for event in events:
+                        sink.write_event(event)
         now = time.perf_counter()
         if self.args.stats_interval and now - self._last_print >= self.args.stats_interval:
             self._last_print = now
@@ -373,6 +385,8 @@ class _Session:
             self.console.always(f"recording stopped: {sink.path} ({sink.frames_written} frames)")
 
     def close(self) -> None:
+        if self.clip is not None:
+            self.clip.stop()
         for sink in ([self.recording] if self.recording else []) + self.sinks:
             try:
                 sink.close()
@@ -382,6 +396,7 @@ class _Session:
 
 def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
     from runtime.backends.select import select_backend
+    from runtime.clip_stage import clip_stage_from_args
     from runtime.pipeline import Pipeline
     from runtime.saliency import SaliencyModel
     from runtime.sources import open_source, parse_source_uri
@@ -421,13 +436,17 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
         previous_sigterm = _sigterm_as_interrupt()
         try:
             session.open_sinks(title=f"{model.spec.name} on {source.name}")
+            session.clip = clip_stage_from_args(args, source_name=source.name, warn=console.warn)
+            if session.clip is not None:
+                console.say(f"clip: {args.clip} beside the saliency stream")
             stats.info["outputs"] = [s.describe() for s in session.sinks] + ([f"stats {plan.stats}"] if plan.stats else [])
             label = f"{selection.label} | {model.spec.name}"
             window = session.window
             session.pipeline = Pipeline(
                 source, model, session.sinks, stats, max_frames=frames,
                 workers=args.workers or (1 if selection.kind == "ort-cpu" else 2), controls=session.controls,
-                render_lines=lambda: stats.overlay_lines(label), alpha=args.alpha, colormap=args.colormap,
+                render_lines=lambda: stats.overlay_lines(label) + (session.clip.overlay_lines() if session.clip else []),
+                alpha=args.alpha, colormap=args.colormap,
                 on_result=session.on_result, idle=(lambda: window.poll(30)) if window else None,
             )
             console.say(f"running: {source.name} -> {', '.join(stats.info['outputs']) or 'nothing'} "
@@ -441,6 +460,8 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
             if outcome is not None:
                 summary = {**stats.summary(), "complete": True, "stop_reason": outcome.reason,
                            "error": str(outcome.error) if outcome.error else None}
+                if session.clip is not None:
+                    summary["clip"] = session.clip.stats()
                 if plan.stats:
                     _write_stats(Path(plan.stats), summary)
     finally:
@@ -452,6 +473,8 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
         console.always("wrote: " + ", ".join(written))
     if outcome.error is not None:
         raise outcome.error
+    if session.clip is not None:
+        session.clip.raise_if_failed()
     return 130 if outcome.interrupted else 0
 
 

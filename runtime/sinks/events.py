@@ -8,6 +8,7 @@ every frame processed so far. Each line is written with one write() call.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -45,21 +46,25 @@ class EventsSink(Sink):
         except OSError as exc:
             raise UsageError(f"cannot write events to {self.path} ({exc.strerror}); choose another --events file") from None
         self.lines = 0
+        self._lock = threading.Lock()  # frame events come from render threads, CLIP events from the main loop
 
     def write(self, result: Any) -> None:
         self.write_event(event_of(result))
 
     def write_event(self, event: Dict[str, Any]) -> None:
-        if self._fh is None:
-            return
-        self._fh.write(json.dumps(event, separators=(",", ":")) + "\n")
-        self._fh.flush()
-        self.lines += 1
+        line = json.dumps(event, separators=(",", ":")) + "\n"
+        with self._lock:
+            if self._fh is None:
+                return
+            self._fh.write(line)
+            self._fh.flush()
+            self.lines += 1
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
 
     def describe(self) -> str:
         return f"events {self.path}"

@@ -1,0 +1,322 @@
+"""`edge-mm-index`: build and search a CLIP embedding index on the device (torch-free).
+
+    edge-mm-index add --model artifacts/clip-demo --index idx photos/ clip.mp4 recording:run.bag
+    edge-mm-index add --model artifacts/clip-demo --index idx recording:run.bag --saliency artifacts/cdinet-s
+    edge-mm-index search --index idx "a red mug" -k 5
+    edge-mm-index search --index idx --image query.jpg --json
+    edge-mm-index info --index idx
+
+`add` embeds images, video frames (at --fps) and RGB-D recordings or cameras (optionally cut to
+the salient object with --saliency), in batches with a progress bar; what is indexed already
+(same content hash) is skipped, and Ctrl-C keeps every committed batch: run the command again to
+resume. An index remembers the model that made it; adding or searching with another model is an
+error. It also remembers the artifact folder, so `search` needs --model only if that folder moved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from edge_mm.cli_support import run_cli
+from edge_mm.errors import IndexStoreError, InputError, UsageError
+from runtime.retrieval.artifact_note import remember_artifact, remembered_artifact
+from runtime.retrieval.crop import DEFAULT_PAD
+
+BACKEND_CHOICES = ("auto", "tensorrt", "ort-cuda", "ort-cpu")
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "int8")
+FAISS_KINDS = ("flat", "flat-fp16", "ivf-flat", "hnsw")
+
+
+def _artifact_for(index_path: Path, given: Optional[str]) -> Path:
+    if given:
+        return Path(given)
+    remembered = remembered_artifact(index_path)
+    if remembered is None:
+        raise UsageError(f"pass --model CLIP_ARTIFACT (index {index_path} does not say which artifact made it)")
+    if not remembered.is_dir():
+        raise UsageError(
+            f"index {index_path} was made with the CLIP artifact {remembered}, which is no longer there; pass --model with its new folder"
+        )
+    return remembered
+
+
+def _clip_identity(artifact: Path):
+    """(paths, ModelInfo) from the specs alone: checks the index before any model is loaded."""
+    from runtime.artifact import Artifact
+    from runtime.retrieval.embed import clip_model_info, locate_clip_artifact
+
+    paths = locate_clip_artifact(artifact)
+    text_spec = Artifact(paths.text).spec if paths.text is not None else None
+    return paths, clip_model_info(Artifact(paths.image).spec, text_spec)
+
+
+# --------------------------------------------------------------------------- add
+
+
+def _targets(texts: Sequence[str]):
+    from runtime.retrieval.ingest import resolve_target
+
+    targets = [resolve_target(t) for t in texts]
+    seen = set()
+    unique = []
+    for t in targets:
+        key = (t.kind, t.path, t.files, t.text if t.kind == "source" and t.path is None else "")
+        if key not in seen:
+            seen.add(key)
+            unique.append(t)
+    return unique
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from runtime.retrieval.embed import ClipEmbedder
+    from runtime.retrieval.ingest import Ingest, IngestOptions, SalientCropper, check_targets
+    from runtime.retrieval.store import IndexStore
+
+    if args.fps < 0:
+        raise UsageError(f"--fps {args.fps} must be >= 0 (0 = every frame)")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError(f"--max-frames {args.max_frames} must be >= 1")
+    if args.batch < 1:
+        raise UsageError(f"--batch {args.batch} must be >= 1")
+    if not args.pad >= 0:
+        raise UsageError(f"--pad {args.pad} must be >= 0")
+    targets = _targets(args.targets)
+    check_targets(targets, args.max_frames)
+    index_path = Path(args.index)
+    artifact = _artifact_for(index_path, args.model) if index_path.exists() else args.model
+    if artifact is None:
+        raise UsageError("pass --model CLIP_ARTIFACT: a new index needs the model that embeds it")
+    paths, model_info = _clip_identity(Path(artifact))
+    # SIGTERM ends an add like Ctrl-C: the batch in flight is dropped, committed ones stay.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    embedder = cropper = store = None
+    report = None
+    try:
+        store = IndexStore(index_path, dim=_dim_of(paths), model_info=model_info, mode="a")
+        remember_artifact(index_path, paths.root, model_info)
+        embedder = ClipEmbedder.open(paths.root, backend=args.backend, precision=args.precision, threads=args.threads,
+                                     batch_size=args.batch, text="no")
+        if args.saliency:
+            cropper = SalientCropper.open(args.saliency, args.backend, args.precision, args.threads,
+                                          threshold=args.saliency_threshold, pad=args.pad)
+        progress = not args.no_progress and not args.json
+        say = (lambda text: print(text, file=sys.stderr)) if args.json else print
+        if not args.json:
+            print(f"adding to {index_path} ({len(store)} items) with {embedder.description}")
+        options = IngestOptions(fps=args.fps, max_frames=args.max_frames, cropper=cropper, batch_size=args.batch,
+                                progress=progress)
+        report = Ingest(embedder, store, options, say=say).run(targets)
+        total = len(store)
+    except KeyboardInterrupt:
+        total = len(store) if store is not None else 0
+        print(f"interrupted; index {index_path} holds {total} items (run the same command again to resume)", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for thing in (cropper, embedder, store):
+            if thing is not None:
+                thing.close()
+    if args.json:
+        print(json.dumps(dict(report.to_dict(), index=str(index_path), items=total), sort_keys=True))
+    else:
+        print(f"{report.line()}; index {index_path} holds {total} items")
+    if report.interrupted:
+        print("interrupted: every committed batch is kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _dim_of(paths) -> int:
+    from runtime.artifact import Artifact
+    from runtime.retrieval.embed import _embed_dim
+
+    return _embed_dim(Artifact(paths.image).spec)
+
+
+# --------------------------------------------------------------------------- search
+
+
+def _describe_hit(hit: Dict[str, Any]) -> str:
+    where = hit["path"]
+    if hit.get("frame_time") is not None:
+        where += f" @ {hit['frame_time']:.2f} s"
+    if hit.get("box") is not None:
+        where += " box [" + ", ".join(f"{v:g}" for v in hit["box"]) + "]"
+    return where
+
+
+def _read_queries(path: Path) -> List[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read --queries {path} ({exc}); give a UTF-8 text file, one query per line") from None
+    queries = [line.strip() for line in lines if line.strip()]
+    if not queries:
+        raise UsageError(f"--queries {path} holds no queries; write one text query per line")
+    return queries
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import cv2
+
+    from runtime.retrieval import open_search_index
+    from runtime.retrieval.embed import ClipEmbedder
+    from runtime.retrieval.store import IndexStore
+
+    given = [x for x in (args.query, args.image, args.queries) if x is not None]
+    if len(given) != 1:
+        raise UsageError('give one of: a text query ("a red mug"), --image FILE or --queries FILE')
+    if args.k < 1:
+        raise UsageError(f"-k {args.k} must be >= 1")
+    index_path = Path(args.index)
+    if not index_path.exists():
+        raise IndexStoreError(f"no retrieval index at {index_path}; build one with edge-mm-index add --index {index_path} ...")
+    texts = [args.query] if args.query is not None else (_read_queries(args.queries) if args.queries is not None else [])
+    image = None
+    if args.image is not None:
+        image = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
+        if image is None:
+            raise InputError(f"--image {args.image} is missing or not an image OpenCV can read")
+    paths, model_info = _clip_identity(_artifact_for(index_path, args.model))
+    backend = "faiss" if args.faiss else "exact"
+    answers = []
+    # Opening the store with the CLIP model's identity is the check that the index was made by it.
+    with IndexStore(index_path, model_info=model_info, mode="r") as store:
+        with ClipEmbedder.open(paths.root, backend=args.backend, precision=args.precision, threads=args.threads,
+                               text="no" if image is not None else "now") as embedder:
+            queries = embedder.embed_images([image]) if image is not None else embedder.embed_texts(texts)
+            described = embedder.description
+        searcher = open_search_index(store, backend, **({"kind": args.faiss} if args.faiss else {}))
+        scores, ids = searcher.search(queries, args.k)
+        for row in range(len(queries)):
+            found = [(float(s), int(i)) for s, i in zip(scores[row], ids[row]) if i >= 0]
+            hits = store.items([i for _, i in found]) if found else []
+            query = {"image": str(args.image)} if image is not None else {"text": texts[row]}
+            results = [dict(rank=r + 1, score=round(sc, 6), **hit) for r, ((sc, _), hit) in enumerate(zip(found, hits))]
+            answers.append({"query": query, "results": results})
+        total = len(store)
+    if args.json:
+        out: Dict[str, Any] = {"index": str(index_path), "items": total, "model": model_info.name, "search": backend, "k": args.k}
+        if args.queries is not None:
+            out["queries"] = answers
+        else:
+            out.update(answers[0])
+        print(json.dumps(out, sort_keys=True))
+        return 0
+    print(f"{index_path}: {total} items, {described}, {backend} search")
+    for answer in answers:
+        query = answer["query"]
+        print(f'"{query["text"]}"' if "text" in query else f"image {query['image']}")
+        if not answer["results"]:
+            print("  no results: the index is empty")
+        for hit in answer["results"]:
+            print(f"  {hit['rank']:>3}  {hit['score']:.4f}  {_describe_hit(hit)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- info
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from runtime.retrieval.store import IndexStore
+
+    index_path = Path(args.index)
+    with IndexStore(index_path, mode="r") as store:
+        info = store.info
+        out = {
+            "index": str(index_path),
+            "items": len(store),
+            "dim": store.dim,
+            "model": {"name": store.model_info.name, "spec_digest": store.model_info.spec_digest,
+                      "weights_sha256": store.model_info.weights_sha256},
+            "created_at": float(info.get("created_at", "0") or 0),
+            "artifact": str(remembered_artifact(index_path) or ""),
+            "faiss": sorted(p.name for p in index_path.glob("faiss-*.index")),
+        }
+    if args.json:
+        print(json.dumps(out, sort_keys=True))
+        return 0
+    print(f"index {out['index']}: {out['items']} items, {out['dim']}-d")
+    print(f"  model {out['model']['name']} (spec {out['model']['spec_digest'][:12]}, weights {out['model']['weights_sha256'][:12] or '?'})")
+    print(f"  artifact {out['artifact'] or '(not recorded)'}")
+    if out["faiss"]:
+        print(f"  faiss {', '.join(out['faiss'])}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _add_backend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                        help="inference backend (default auto: a TensorRT engine built here, else ONNX Runtime)")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto", help="model variant (default auto)")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime CPU threads (default: its own)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-mm-index", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    add = sub.add_parser("add", help="embed images, video frames or recordings into an index")
+    add.add_argument("targets", nargs="+", metavar="TARGET",
+                     help="image folder or file, video file, recording:FILE.bag|.db3, realsense[:SERIAL], folder:DIR, synthetic:SEED")
+    add.add_argument("--index", required=True, help="index folder (created if missing)")
+    add.add_argument("--model", help="CLIP artifact folder (with image/ and text/); optional for an existing index")
+    add.add_argument("--fps", type=float, default=1.0, help="frames per second taken from videos and recordings (default 1; 0 = all)")
+    add.add_argument("--max-frames", type=int, help="at most this many sampled frames per video or source")
+    add.add_argument("--saliency", help="CDINet artifact: index the salient object of each RGB-D frame, not the whole frame")
+    add.add_argument("--saliency-threshold", type=float, default=0.5, help="saliency mask threshold (default 0.5)")
+    add.add_argument("--pad", type=float, default=DEFAULT_PAD, help=f"salient crop padding, share of the box side (default {DEFAULT_PAD})")
+    add.add_argument("--batch", type=int, default=32, help="images per embedding batch and commit (default 32)")
+    add.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_backend_options(add)
+    add.set_defaults(func=cmd_add)
+
+    search = sub.add_parser("search", help="the k items most like a text or an image")
+    search.add_argument("query", nargs="?", help='text query, e.g. "a red mug"')
+    search.add_argument("--image", type=Path, help="search with this image instead of a text")
+    search.add_argument("--queries", type=Path, help="a text file of queries, one per line (one model load for all)")
+    search.add_argument("--index", required=True, help="index folder")
+    search.add_argument("--model", help="CLIP artifact folder (default: the one that made the index)")
+    search.add_argument("-k", type=int, default=5, help="results to show (default 5)")
+    search.add_argument("--json", action="store_true", help="print results as JSON")
+    search.add_argument("--faiss", nargs="?", const="ivf-flat", choices=FAISS_KINDS,
+                        help="search with FAISS (pip install faiss-cpu) instead of exactly; KIND defaults to ivf-flat")
+    _add_backend_options(search)
+    search.set_defaults(func=cmd_search)
+
+    info = sub.add_parser("info", help="what an index holds and which model made it")
+    info.add_argument("--index", required=True, help="index folder")
+    info.add_argument("--json", action="store_true", help="print as JSON")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        raise UsageError(f"--threads {args.threads} must be >= 1")
+    return int(args.func(args) or 0)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry point (pyproject: edge-mm-index = runtime.retrieval.cli:main)."""
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
