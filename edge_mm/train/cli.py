@@ -1,4 +1,4 @@
-"""`edge-mm-train`: one subcommand per model (cdinet; each model's options live in its module)."""
+"""`edge-mm-train`: one subcommand per model (cdinet, clip; each model's options live in its module)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from edge_mm.errors import UsageError
 # subcommand -> (module with add_arguments(parser) and run(args), one-line help)
 SUBCOMMANDS = {
     "cdinet": ("edge_mm.train.cdinet", "train CDINet (RGB-D saliency) on a dataset folder or synthetic scenes"),
+    "clip": ("edge_mm.train.clip", "train CLIP on image-caption pairs (PAIRS.jsonl) or synthetic captioned scenes"),
 }
 
 

@@ -218,18 +218,21 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     parser.add_argument("--count", type=int, default=DEFAULT_EVAL_COUNT, help="held-out scenes")
     parser.add_argument("--test-seed", type=int, default=None, help="also measure a small set (tests/test_clip_demo.py's)")
     parser.add_argument("--test-count", type=int, default=64)
-    parser.add_argument("--run", type=Path, default=None, help="training run folder: add its recipe and history to --json")
+    parser.add_argument("--run", type=Path, action="append", default=[],
+                        help="training run folder: add its recipe and history to --json (repeat for phases, in order)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     model, _ = load(args.weights)
-    card: Dict[str, Any] = {"image_size": model.image_resolution}
+    from edge_mm.clip.model import clip_config_from_state_dict
+
+    card: Dict[str, Any] = {"image_size": model.image_resolution, "model": clip_config_from_state_dict(model.state_dict())}
     if Path(args.weights).is_file():
         card["weights"] = weights_card(Path(args.weights))
-    if args.run is not None:
-        card["training"] = run_card(args.run)
+    if args.run:
+        card["training"] = [run_card(run) for run in args.run]
     card["evaluation"] = evaluate_model(model, args.seed, args.count)
     print(format_report(card["evaluation"]))
     if args.test_seed is not None:

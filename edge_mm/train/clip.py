@@ -1,0 +1,531 @@
+"""Training CLIP: `edge-mm-train clip --data PAIRS.jsonl|synthetic[:SEED] ...`.
+
+The objective is CLIP's (Radford et al. 2021, Fig. 3): L2-normalised image and text embeddings,
+logits = exp(t) x cosine for every image-caption pair in the batch, and the mean of the
+cross-entropies over rows (image -> text) and columns (text -> image). The temperature is learned:
+`logit_scale` t starts at log(1 / 0.07) and is clamped to [0, log 100] after every step, so the
+logits are never scaled by more than 100 (the paper's clip; open_clip clamps the same way).
+
+Optimisation: AdamW (betas 0.9 / 0.98, eps 1e-6, as the paper) with decoupled weight decay on
+matrices only (not on gains, biases, class/positional vectors of rank 1, or logit_scale); linear
+warmup then cosine decay, per step; optional gradient-norm clipping. The 49,408-row token table is
+the exception: captions use a few hundred of its rows, so it has sparse gradients and SparseAdam
+(same lr schedule, no weight decay) updates only the rows a batch used. A dense AdamW step over
+the whole table would cost more than the forward pass of a small model on a CPU.
+
+Speed: a caption's embedding is read at its end token, and the text transformer is causal, so the
+tokens after the longest caption's end token cannot change any embedding. Training runs the text
+tower on the batch's used length only (`encode_text_trimmed`, equal to `model.encode_text`; a test
+checks it); exported models always take the full 77 tokens.
+
+Models: `--config tiny|small` from scratch (OpenAI initialisation, seeded) or `--init NAME|PATH`
+(published weights or a state-dict file, loaded strictly by edge_mm.clip.load) to fine-tune.
+Images go through `ClipPreprocess.for_resolution(model.image_resolution)`, the runtime's own
+preprocessing. Optional light augmentation: a random crop of 85-100 % of the side and brightness
+and contrast within +-10 %; never a flip, since captions say left and right.
+
+Output folder: last.pth (model, both optimizers, step, RNG, history), best.pth (model + metadata;
+best mean recall on the held-out split), metrics.json, and clip.pt: the best weights as a plain
+OpenAI-named state dict, which `edge_mm.clip.load` and `python -m export.build_engine --weights`
+read. Every file is written atomically and loads with torch.load(weights_only=True).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from edge_mm.atomic import atomic_path
+from edge_mm.clip.preprocess import ClipPreprocess, preprocess_batch
+from edge_mm.clip.tokenizer import VOCAB_SIZE, tokenize
+from edge_mm.errors import DatasetError, UsageError, WeightsError
+from edge_mm.train.clip_data import SYNTHETIC, CaptionedScenes, PairsFile, split_pairs
+from edge_mm.train.clip_eval import evaluate_retrieval
+from edge_mm.train.common import (
+    BEST,
+    LAST,
+    METRICS,
+    TrainingError,
+    checkpoint_meta,
+    epoch_generator,
+    is_training_checkpoint,
+    make_checkpoint,
+    read_checkpoint_file,
+    restore_rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_threads,
+    write_json,
+)
+
+MODEL_KIND = "clip"
+PLAIN_WEIGHTS = "clip.pt"
+CONTEXT_LENGTH = 77  # the tokenizer, the exported text graph and the runtime all assume 77
+INIT_TEMPERATURE = 0.07
+MAX_LOGIT_SCALE = 100.0
+DEFAULT_TRAIN_SEED, DEFAULT_VAL_SEED = 1, 2  # synthetic scene seeds: disjoint scene sets
+
+# From-scratch shapes. Head width is 64 (CLIP's rule; build_model infers heads = width // 64).
+CONFIGS: Dict[str, Dict[str, int]] = {
+    # seconds on a CPU: for tests and smoke runs
+    "tiny": dict(embed_dim=64, image_resolution=32, vision_layers=1, vision_width=64, vision_patch_size=8,
+                 transformer_width=64, transformer_layers=1),
+    # the demo model (edge_mm/weights/clip-demo.pt): 64 px input, 8 px patches
+    "small": dict(embed_dim=128, image_resolution=64, vision_layers=4, vision_width=128, vision_patch_size=8,
+                  transformer_width=128, transformer_layers=3),
+}
+
+# Settings that define a run: a resume must repeat them (epochs too: the cosine schedule spans them).
+RECIPE_KEYS = (
+    "config", "init", "data", "val_data", "val_fraction", "train_seed", "val_seed", "train_count", "val_count",
+    "scene_size", "crop_fraction", "epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip",
+    "seed", "augment",
+)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Defaults: phase 1 of the demo recipe (docs/clip_training.md)."""
+
+    config: str = "small"
+    init: Optional[str] = None
+    data: str = SYNTHETIC
+    val_data: Optional[str] = None
+    val_fraction: float = 0.1
+    train_seed: int = DEFAULT_TRAIN_SEED
+    val_seed: int = DEFAULT_VAL_SEED
+    train_count: int = 10000
+    val_count: int = 250
+    scene_size: List[int] = dataclasses.field(default_factory=lambda: [128, 128])
+    crop_fraction: float = 0.2
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    seed: int = 0
+    augment: bool = False
+    threads: Optional[int] = None
+
+    def check(self) -> None:
+        if self.init is None and self.config not in CONFIGS:
+            raise UsageError(f"unknown --config {self.config!r}; choose one of {', '.join(CONFIGS)} or pass --init")
+        for name in ("epochs", "batch_size", "train_count", "val_count"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 1")
+        if self.batch_size < 2:
+            raise UsageError("--batch-size must be >= 2: the contrastive loss needs other pairs in the batch as negatives")
+        if not (self.lr > 0 and math.isfinite(self.lr)) or self.weight_decay < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
+            raise UsageError("--lr must be positive and --weight-decay, --warmup-steps, --grad-clip >= 0")
+        if not 0.0 <= self.crop_fraction <= 1.0:
+            raise UsageError(f"--crop-fraction {self.crop_fraction} must be in [0, 1]")
+        if _is_synthetic(self.data) and self.val_data is None and _synthetic_seed(self.data, self.train_seed) == self.val_seed:
+            raise UsageError(f"training and validation both use synthetic seed {self.val_seed}; pass a different --val-seed")
+
+    def recipe(self) -> Dict[str, Any]:
+        data = dataclasses.asdict(self)
+        return {k: data[k] for k in RECIPE_KEYS}
+
+
+# --------------------------------------------------------------------------- model
+
+
+def build_scratch_model(name: str, seed: int):
+    """A CLIP of one of CONFIGS with OpenAI's initialisation, seeded."""
+    from edge_mm.clip.model import CLIP
+
+    seed_everything(seed)
+    shape = CONFIGS[name]
+    return CLIP(
+        context_length=CONTEXT_LENGTH, vocab_size=VOCAB_SIZE,
+        transformer_heads=shape["transformer_width"] // 64, **shape,
+    )
+
+
+def initial_model(config: TrainConfig):
+    if config.init is None:
+        return build_scratch_model(config.config, config.seed)
+    from edge_mm.clip.weights import load
+
+    seed_everything(config.seed)
+    model, _ = load(config.init)
+    if model.context_length != CONTEXT_LENGTH:
+        raise WeightsError(f"--init {config.init} has context length {model.context_length}; edge-mm needs {CONTEXT_LENGTH}")
+    return model
+
+
+def model_config(model) -> Dict[str, Any]:
+    from edge_mm.clip.model import clip_config_from_state_dict
+
+    return clip_config_from_state_dict(model.state_dict())
+
+
+def contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric loss: pair i is the right answer for row i and for column i."""
+    labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
+    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_image.t(), labels)) / 2
+
+
+@torch.no_grad()
+def clamp_logit_scale(model, max_scale: float = MAX_LOGIT_SCALE) -> None:
+    """Keep exp(logit_scale) in [1, max_scale] (the paper clips the scale at 100)."""
+    model.logit_scale.clamp_(0.0, math.log(max_scale))
+
+
+def encode_text_trimmed(model, text: torch.Tensor) -> torch.Tensor:
+    """`model.encode_text` computed on the first L tokens only, L = the batch's last end token + 1.
+
+    The causal mask keeps every position from seeing later ones, and the embedding is read at the
+    end token, so dropping the padding after it changes nothing but the cost.
+    """
+    used = int(model.eot_positions(text).max()) + 1
+    ids = text[:, :used]
+    x = model.token_embedding(ids).to(model.dtype) + model.positional_embedding[:used].to(model.dtype)
+    mask = torch.full((used, used), float("-inf"), dtype=x.dtype, device=x.device).triu_(1)
+    x = model.transformer(x.permute(1, 0, 2), mask).permute(1, 0, 2)
+    x = model.ln_final(x).to(model.dtype)
+    index = model.eot_positions(ids).to(torch.int64)[:, None, None].expand(-1, 1, x.shape[-1])
+    return x.gather(1, index).squeeze(1) @ model.text_projection
+
+
+def clip_logits(model, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """logits_per_image of `model.forward`, with the trimmed text tower."""
+    image_features = F.normalize(model.encode_image(images), dim=-1)
+    text_features = F.normalize(encode_text_trimmed(model, text), dim=-1)
+    return model.logit_scale.exp() * image_features @ text_features.t()
+
+
+def make_optimizers(model, config: TrainConfig) -> Tuple[torch.optim.AdamW, torch.optim.SparseAdam]:
+    """AdamW (decay on matrices, none on rank<2 parameters) and SparseAdam for the token table."""
+    model.token_embedding.sparse = True  # training-time only; not part of the state dict
+    table = model.token_embedding.weight
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param is table:
+            continue
+        (decay if param.ndim >= 2 else no_decay).append(param)
+    adamw = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, betas=(0.9, 0.98), eps=1e-6,
+    )
+    sparse = torch.optim.SparseAdam([table], lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+    return adamw, sparse
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup over `warmup` steps, then cosine decay to 0 at `total` (step counts from 0)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _is_synthetic(text: str) -> bool:
+    return text == SYNTHETIC or text.startswith(SYNTHETIC + ":")
+
+
+def _synthetic_seed(text: str, default: int) -> int:
+    if text == SYNTHETIC:
+        return default
+    try:
+        seed = int(text[len(SYNTHETIC) + 1:])
+    except ValueError:
+        raise UsageError(f"--data {text!r}: the seed after 'synthetic:' must be an integer, e.g. synthetic:3") from None
+    if seed < 0:
+        raise UsageError(f"--data {text!r}: the seed must be >= 0")
+    return seed
+
+
+def build_sources(config: TrainConfig, progress: bool = False):
+    """(train source, validation source) for --data / --val-data."""
+    size = (int(config.scene_size[0]), int(config.scene_size[1]))
+    if _is_synthetic(config.data):
+        train = CaptionedScenes(_synthetic_seed(config.data, config.train_seed), config.train_count, size,
+                                config.crop_fraction, progress=progress)
+    else:
+        pairs = PairsFile(config.data)
+        if config.val_data is None:
+            train, val = split_pairs(pairs, config.val_fraction, config.seed)
+            return train, val
+        train = pairs
+    if config.val_data is None:
+        return train, CaptionedScenes(config.val_seed, config.val_count, size, progress=progress)
+    if _is_synthetic(config.val_data):
+        return train, CaptionedScenes(_synthetic_seed(config.val_data, config.val_seed), config.val_count, size, progress=progress)
+    return train, PairsFile(config.val_data)
+
+
+def augment(bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random crop of 85-100 % of each side and brightness/contrast within +-10 %; no flips."""
+    height, width = bgr.shape[:2]
+    scale = rng.uniform(0.85, 1.0)
+    h, w = max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+    top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+    crop = bgr[top : top + h, left : left + w].astype(np.float32)
+    contrast, brightness = rng.uniform(0.9, 1.1), rng.uniform(-0.1, 0.1) * 255
+    mean = crop.mean()
+    return np.clip((crop - mean) * contrast + mean + brightness, 0, 255).astype(np.uint8)
+
+
+class PairBatches:
+    """Makes (pixels, token ids) batches of a source: captions and crops drawn per (seed, epoch, index)."""
+
+    def __init__(self, source, spec: ClipPreprocess, seed: int, augment: bool, context_length: int = CONTEXT_LENGTH):
+        self.source, self.spec, self.seed, self.augment, self.context_length = source, spec, int(seed), augment, context_length
+        self._whole: Dict[int, np.ndarray] = {}  # preprocessed whole scenes, reused across epochs
+
+    def _draw(self, index: int, rng: np.random.Generator) -> Tuple[np.ndarray, str]:
+        if self.augment:
+            image, caption = self.source.read(index, rng)
+            return preprocess_batch([augment(image, rng)], self.spec)[0], caption
+        if isinstance(self.source, CaptionedScenes):
+            image, caption, whole = self.source.draw(index, rng)
+            if whole:  # the same pixels every epoch: preprocess once
+                if index not in self._whole:
+                    self._whole[index] = preprocess_batch([image], self.spec)[0]
+                return self._whole[index], caption
+        else:
+            image, caption = self.source.read(index, rng)
+        return preprocess_batch([image], self.spec)[0], caption
+
+    def batch(self, indices: List[int], epoch: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        pixels, captions = [], []
+        for index in indices:
+            image, caption = self._draw(index, np.random.default_rng([self.seed, epoch, index]))
+            pixels.append(image)
+            captions.append(caption)
+        ids = tokenize(captions, context_length=self.context_length, truncate=True)
+        return torch.from_numpy(np.stack(pixels)), torch.from_numpy(ids)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_plain_weights(model, path: Path) -> Path:
+    """The model's OpenAI-named state dict alone (fp32), as `edge_mm.clip.load` reads it."""
+    state = {k: v.detach().to(torch.float32).clone().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def _normal(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _resume_state(out: Path, config: TrainConfig) -> Dict[str, Any]:
+    path = out / LAST
+    if not path.is_file():
+        raise UsageError(f"--resume: {path} does not exist; start without --resume or pass the --out of an earlier run")
+    data = read_checkpoint_file(path)
+    needed = ("optimizer", "sparse_optimizer", "rng", "step")
+    if not is_training_checkpoint(data) or not all(k in data for k in needed):
+        raise WeightsError(f"{path} is not an edge-mm-train clip last.pth with optimizer state; it cannot be resumed")
+    meta = checkpoint_meta(data, str(path))
+    recorded = meta.get("config", {})
+    changed = [k for k in RECIPE_KEYS if k in recorded and _normal(recorded[k]) != _normal(getattr(config, k))]
+    if meta.get("kind") != MODEL_KIND or changed:
+        shown = ", ".join(f"{k}: {recorded.get(k)!r} -> {getattr(config, k)!r}" for k in changed[:4])
+        raise UsageError(f"--resume: {path} was trained with other settings ({shown}); repeat the original options or use a new --out")
+    return {"checkpoint": data, "meta": meta}
+
+
+def _model_from_checkpoint(state: Dict[str, torch.Tensor], label: str):
+    """The CLIP whose weights a training checkpoint holds, loaded strictly."""
+    from edge_mm.clip.model import build_model
+
+    try:
+        return build_model(state)
+    except WeightsError as exc:
+        raise WeightsError(f"{label}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _score(val: Dict[str, float]) -> float:
+    """Model selection: mean of R@1 and R@5 in both directions."""
+    return (val["t2i_r1"] + val["t2i_r5"] + val["i2t_r1"] + val["i2t_r5"]) / 4
+
+
+def _meta(config: TrainConfig, model, spec: ClipPreprocess, train_source, val_source, history, seconds: float) -> Dict[str, Any]:
+    return {
+        "kind": MODEL_KIND,
+        "config": dataclasses.asdict(config),
+        "model": model_config(model),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "preprocess": spec.to_dict(),
+        "train_data": train_source.describe(),
+        "val_data": val_source.describe(),
+        "init": config.init or f"scratch ({config.config}, OpenAI init, seed {config.seed})",
+        "history": history,
+        "train_seconds": round(seconds, 1),
+        "torch": torch.__version__,
+    }
+
+
+def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool = True, log=print) -> Dict[str, Any]:
+    """Run (or continue) a training run into `out`; returns the final metrics.json content."""
+    config.check()
+    set_threads(config.threads)
+    out = Path(out)
+    if not resume and (out / LAST).exists():
+        raise UsageError(f"{out / LAST} exists; pass --resume to continue that run or choose another --out")
+    state = _resume_state(out, config) if resume else None
+
+    # a resumed run takes its architecture and weights from last.pth (no --init download again)
+    model = _model_from_checkpoint(state["checkpoint"]["model"], str(out / LAST)) if state else initial_model(config)
+    spec = ClipPreprocess.for_resolution(model.image_resolution)
+    train_source, val_source = build_sources(config, progress)
+    if len(train_source) < 2:
+        raise DatasetError(f"the training set has {len(train_source)} pair; the contrastive loss needs at least 2")
+    batch_size = min(config.batch_size, len(train_source))
+    steps_per_epoch = len(train_source) // batch_size  # the last partial batch is dropped
+    total_steps = steps_per_epoch * config.epochs
+    warmup = min(config.warmup_steps, total_steps // 2)
+    adamw, sparse = make_optimizers(model, config)
+    history: List[Dict[str, Any]] = []
+    best: Dict[str, Any] = {}
+    start_epoch, step, seconds = 0, 0, 0.0
+    if state is not None:
+        checkpoint = state["checkpoint"]
+        adamw.load_state_dict(checkpoint["optimizer"])
+        sparse.load_state_dict(checkpoint["sparse_optimizer"])
+        restore_rng_state(checkpoint["rng"])
+        history = list(state["meta"].get("history", []))
+        best = json.loads(checkpoint.get("best_json", "{}"))
+        start_epoch, step = int(checkpoint["epoch"]), int(checkpoint["step"])
+        seconds = float(state["meta"].get("train_seconds", 0.0))
+        log(f"resuming {out / LAST} after epoch {start_epoch} of {config.epochs}")
+        if start_epoch >= config.epochs:
+            log(f"nothing to do: the run already has {start_epoch} epochs")
+
+    batches = PairBatches(train_source, spec, config.seed, config.augment, model.context_length)
+    dense_params = [p for p in model.parameters() if p is not model.token_embedding.weight]
+    log(f"training CLIP ({sum(p.numel() for p in model.parameters()):,} parameters, {spec.image_size} px) on "
+        f"{len(train_source)} pairs ({train_source.describe()['kind']}), {steps_per_epoch} steps of {batch_size} per epoch, "
+        f"validating on {len(val_source)}; out: {out}")
+
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(train_source), generator=epoch_generator(config.seed, epoch)).tolist()
+        total_loss = 0.0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
+                   disable=None if progress else True, leave=False)
+        for i in bar:
+            lr = config.lr * lr_factor(step, warmup, total_steps)
+            for group in adamw.param_groups + sparse.param_groups:
+                group["lr"] = lr
+            images, text = batches.batch(order[i * batch_size : (i + 1) * batch_size], epoch)
+            loss = contrastive_loss(clip_logits(model, images, text))
+            if not torch.isfinite(loss):
+                raise TrainingError(f"the loss became {loss.item()} in epoch {epoch + 1}; lower --lr or check the data")
+            adamw.zero_grad(set_to_none=True)
+            sparse.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(dense_params, config.grad_clip)
+            adamw.step()
+            sparse.step()
+            clamp_logit_scale(model)
+            step += 1
+            total_loss += loss.item()
+            bar.set_postfix(loss=f"{total_loss / (i + 1):.3f}", scale=f"{model.logit_scale.exp().item():.1f}", lr=f"{lr:.1e}")
+        bar.close()
+        train_seconds = time.perf_counter() - started
+
+        val = evaluate_retrieval(model, val_source, spec)
+        seconds += time.perf_counter() - started
+        entry = {
+            "epoch": epoch + 1, "steps": step, "lr": lr, "train_loss": total_loss / max(steps_per_epoch, 1),
+            "logit_scale": round(float(model.logit_scale.detach().exp()), 3),
+            **{k: val[k] for k in ("t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5")},
+            "train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - started, 1),
+        }
+        history.append(entry)
+        score = _score(val)
+        improved = not best or score > best["score"]
+        if improved:
+            best = {"epoch": epoch + 1, "score": score, **{k: val[k] for k in ("t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5")}}
+        meta = _meta(config, model, spec, train_source, val_source, history, seconds)
+        if improved:
+            save_checkpoint(out / BEST, make_checkpoint(model, epoch + 1, meta, best=best))
+            save_plain_weights(model, out / PLAIN_WEIGHTS)
+        checkpoint = make_checkpoint(model, epoch + 1, meta, adamw, None, best)
+        checkpoint["sparse_optimizer"] = sparse.state_dict()
+        checkpoint["step"] = step
+        save_checkpoint(out / LAST, checkpoint)
+        write_json(out / METRICS, dict(meta, best=best))
+        log(f"epoch {epoch + 1}/{config.epochs}  loss {entry['train_loss']:.4f}  scale {entry['logit_scale']:.1f}  "
+            f"val t2i R@1 {val['t2i_r1']:.3f} R@5 {val['t2i_r5']:.3f}  i2t R@1 {val['i2t_r1']:.3f} R@5 {val['i2t_r5']:.3f}  "
+            f"{entry['seconds']:.0f}s" + ("  *best" if improved else ""))
+
+    summary = dict(_meta(config, model, spec, train_source, val_source, history, seconds), best=best)
+    if start_epoch < config.epochs:
+        write_json(out / METRICS, summary)
+    return summary
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    parser.add_argument("--data", required=True, help="PAIRS.jsonl ({\"image\": PATH, \"caption\": TEXT} per line) or synthetic[:SEED]")
+    parser.add_argument("--out", type=Path, required=True, help="folder for last.pth, best.pth, clip.pt and metrics.json")
+    parser.add_argument("--resume", action="store_true", help="continue OUT/last.pth at its next epoch")
+    parser.add_argument("--config", default=d.config, help=f"from-scratch model shape: {' | '.join(CONFIGS)}")
+    parser.add_argument("--init", default=None, metavar="NAME_OR_PATH", help="fine-tune published weights (e.g. ViT-B/32) or a state-dict file instead")
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (after warmup; cosine decay to 0)")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decay on weight matrices")
+    parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    parser.add_argument("--grad-clip", type=float, default=d.grad_clip, help="clip the gradient norm to this (0: off)")
+    parser.add_argument("--seed", type=int, default=d.seed, help="initialisation, shuffling, caption and crop seed")
+    parser.add_argument("--augment", action="store_true", help="random 85-100%% crops and +-10%% brightness/contrast (never flips)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--val-data", default=None, help="validation PAIRS.jsonl or synthetic[:SEED] (default: held out from --data)")
+    parser.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of a PAIRS.jsonl held out for validation")
+    parser.add_argument("--train-seed", type=int, default=d.train_seed, help="synthetic training scene seed")
+    parser.add_argument("--val-seed", type=int, default=d.val_seed, help="synthetic validation scene seed (must differ)")
+    parser.add_argument("--train-count", type=int, default=d.train_count, help="synthetic training scenes")
+    parser.add_argument("--val-count", type=int, default=d.val_count, help="synthetic validation scenes")
+    parser.add_argument("--scene-size", type=int, nargs=2, default=d.scene_size, metavar=("H", "W"), help="synthetic scene size")
+    parser.add_argument("--crop-fraction", type=float, default=d.crop_fraction,
+                        help="share of synthetic samples that are one object's crop with its own caption")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        config=args.config, init=args.init, data=args.data, val_data=args.val_data, val_fraction=args.val_fraction,
+        train_seed=args.train_seed, val_seed=args.val_seed, train_count=args.train_count, val_count=args.val_count,
+        scene_size=[int(v) for v in args.scene_size], crop_fraction=args.crop_fraction, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+        grad_clip=args.grad_clip, seed=args.seed, augment=args.augment, threads=args.threads,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = train(config_from_args(args), args.out, resume=args.resume, progress=not args.quiet)
+    best = summary.get("best") or {}
+    if best:
+        print(f"best epoch {best['epoch']}: t2i R@1 {best['t2i_r1']:.3f} R@5 {best['t2i_r5']:.3f}, "
+              f"i2t R@1 {best['i2t_r1']:.3f} R@5 {best['i2t_r5']:.3f}; weights in {args.out / PLAIN_WEIGHTS}")
+    return 0
