@@ -16,11 +16,8 @@ from calib.store import write_set
 from edge_mm import __version__
 from edge_mm.cli_support import run_cli
 from edge_mm.errors import ArtifactError, UsageError
-from edge_mm.registry import CLIP_PUBLISHED_RESOLUTION, cdinet_spec, clip_image_spec, clip_text_spec, parse_model_name
+from edge_mm.registry import CLIP_PUBLISHED_RESOLUTION, cdinet_spec, clip_image_spec, clip_text_spec, demo_preprocess, parse_model_name
 from edge_mm.spec import METADATA_KEY, ModelSpec
-
-CLIP_DEMO_RESOLUTION_FALLBACK = None  # the demo CLIP's resolution comes from its artifact
-
 
 def spec_from_onnx(path: Path) -> ModelSpec:
     """Read the model spec from an ONNX file's metadata through ONNX Runtime (no onnx import)."""
@@ -50,7 +47,8 @@ def resolve_spec(model: str, graph: str) -> ModelSpec:
         raise ArtifactError(f"no model.onnx in {path} (nor in {path / graph}); build it with python -m export.build_engine")
     name = parse_model_name(model)
     if name.family == "cdinet":
-        return cdinet_spec(name.text)
+        # A name means its demo weights where the repository has them: use their preprocessing.
+        return cdinet_spec(name.text, demo_preprocess(name))
     if graph == "text":
         return clip_text_spec(name.text)
     if name.variant not in CLIP_PUBLISHED_RESOLUTION:

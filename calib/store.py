@@ -41,9 +41,11 @@ class CalibrationSet:
     def check_spec(self, spec: ModelSpec, where: str = "") -> None:
         """Refuse a set made with other preprocessing or inputs than `spec` describes."""
         if self.spec_digest != spec.digest():
+            made_for = self.manifest.get("model")
+            what = "other preprocessing or inputs than" if made_for == spec.name else f"{made_for!r}, not for"
             raise CalibrationError(
-                f"calibration set{where} was made for {self.manifest.get('model')!r} "
-                f"(spec {self.spec_digest[:12]}), not for {spec.name!r} (spec {spec.digest()[:12]}); "
+                f"calibration set{where} was made for {what} {spec.name!r} "
+                f"(spec {self.spec_digest[:12]} vs {spec.digest()[:12]}); "
                 f"rebuild it with `python -m calib.build --model {spec.name} ...`"
             )
 

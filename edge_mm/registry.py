@@ -7,11 +7,12 @@ all resolve names here, so a calibration set made from a name matches the artifa
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from edge_mm.clip.preprocess import ClipPreprocess
-from edge_mm.errors import UsageError
+from edge_mm.errors import UsageError, WeightsError
 from edge_mm.rgbd import RgbdPreprocess
 from edge_mm.spec import ModelSpec, TensorSpec
 
@@ -77,6 +78,45 @@ def parse_model_name(name: str) -> ModelName:
 
 def demo_weights(name: ModelName) -> Optional[Path]:
     return DEMO_WEIGHTS.get(name.variant)
+
+
+def read_weights_sidecar(weights_path: Path) -> Dict[str, Any]:
+    """The JSON beside a checkpoint (cdinet-s.pth -> cdinet-s.json), or {} if there is none."""
+    sidecar = weights_path.with_suffix(".json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"cannot read {sidecar} ({exc}); fix or delete it (it holds the weights' preprocessing)") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{sidecar} is not a JSON object; fix or delete it")
+    return data
+
+
+def preprocess_from_sidecar(data: Dict[str, Any], where: Path) -> Optional[RgbdPreprocess]:
+    """The RgbdPreprocess a checkpoint was trained with, from its sidecar JSON (several layouts accepted)."""
+    for key in ("preprocess", "preprocessing", "rgbd_preprocess"):
+        value = data.get(key)
+        if value is None and isinstance(data.get("spec"), dict):
+            value = data["spec"].get(key)
+        if isinstance(value, dict):
+            try:
+                return RgbdPreprocess.from_dict(value)
+            except Exception as exc:  # ArtifactError / UsageError from the dataclass checks
+                raise WeightsError(f"{where} has an invalid preprocessing spec ({exc}); re-save it from the training run") from None
+    return None
+
+
+def demo_preprocess(name: ModelName) -> Optional[RgbdPreprocess]:
+    """The preprocessing the demo weights of `name` were trained with (None: no demo, or none recorded).
+
+    Calibration sets built by model name use it, so they match the demo artifact's spec.
+    """
+    path = demo_weights(name)
+    if path is None or name.family != "cdinet":
+        return None
+    return preprocess_from_sidecar(read_weights_sidecar(path), path.with_suffix(".json"))
 
 
 def cdinet_spec(

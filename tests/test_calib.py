@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from calib.build import main as calib_main
+from calib.build import main as calib_main, resolve_spec
 from calib.readers import OrtCalibrationReader, TrtCalibrationBatches
 from calib.sampling import sample
 from calib.store import read_set, write_set
@@ -50,7 +50,7 @@ def test_set_holds_the_runtime_preprocessing(tmp_path):
 def test_spec_mismatch_is_refused(tmp_path):
     path = _build(tmp_path, "a.calib")
     calib_set = read_set(path)
-    calib_set.check_spec(cdinet_spec("cdinet-s"))
+    calib_set.check_spec(resolve_spec("cdinet-s", "image"))
     with pytest.raises(CalibrationError, match="rebuild it"):
         calib_set.check_spec(cdinet_spec("cdinet-s", RgbdPreprocess(size=(320, 320))))
     with pytest.raises(CalibrationError, match="not for"):
@@ -59,15 +59,16 @@ def test_spec_mismatch_is_refused(tmp_path):
 
 def test_readers_walk_the_whole_set(tmp_path):
     calib_set = read_set(_build(tmp_path, "a.calib"))
-    reader = OrtCalibrationReader(calib_set, cdinet_spec("cdinet-s"))
+    reader = OrtCalibrationReader(calib_set, resolve_spec("cdinet-s", "image"))
     feeds = []
     while (feed := reader.get_next()) is not None:
         feeds.append(feed)
-    assert len(feeds) == 4 and feeds[0]["rgb"].shape == (1, 3, 256, 256)
+    side = read_set(_build(tmp_path, "b.calib")).manifest["arrays"]["rgb"]["shape"][1]
+    assert len(feeds) == 4 and feeds[0]["rgb"].shape == (1, 3, side, side)
     reader.rewind()
     np.testing.assert_array_equal(reader.get_next()["depth"], feeds[0]["depth"])
     batches = list(TrtCalibrationBatches(calib_set, batch_size=3))
-    assert len(batches) == 1 and batches[0]["rgb"].shape == (3, 3, 256, 256)  # the short tail is dropped
+    assert len(batches) == 1 and batches[0]["rgb"].shape == (3, 3, side, side)  # the short tail is dropped
 
 
 def test_clip_text_set_from_synthetic_captions(tmp_path):
@@ -130,3 +131,15 @@ def test_cdinet_set_from_dataset_folder(tmp_path):
     np.testing.assert_array_equal(arrays["depth"][0], dataset[first]["depth"])
     with pytest.raises(CalibrationError, match="has 5 samples but --count 9"):
         sample(spec, f"folder:{tmp_path / 'ds'}", count=9, seed=0, progress=False)
+
+
+def test_a_set_built_by_name_matches_the_demo_weights_preprocessing():
+    import json
+
+    from edge_mm.registry import DEMO_WEIGHTS
+
+    trained = json.loads(DEMO_WEIGHTS["cdinet-s"].with_suffix(".json").read_text())["preprocess"]
+    spec = resolve_spec("cdinet-s", "image")
+    assert RgbdPreprocess.from_dict(spec.preprocess) == RgbdPreprocess.from_dict(trained)
+    # The full-size model has no demo weights: the default preprocessing.
+    assert RgbdPreprocess.from_dict(resolve_spec("cdinet", "image").preprocess) == RgbdPreprocess()
