@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from edge_mm.errors import ArtifactError, InputError, UsageError
@@ -281,3 +282,45 @@ def preprocess_batch(images: Sequence[np.ndarray], spec: ClipPreprocess = ClipPr
         except InputError as exc:
             raise InputError(f"image {i}: {exc}") from None
     return out
+
+
+# ---- the salient object's crop ------------------------------------------------------------------
+# A padded square around a box: what the demo CLIP was trained on (edge_mm.train.clip_data) and what
+# the runtime cuts around the salient object (runtime.retrieval, runtime.clip_stage). A square keeps
+# the whole object inside CLIP's centre crop; the border is replicated where the square leaves the frame.
+
+DEFAULT_PAD = 0.25  # the crop extends this fraction of the box's longer side beyond each edge
+
+CropBox = Tuple[int, int, int, int]
+
+
+def clamp_box(box: Sequence[float], size: Tuple[int, int]) -> Optional[CropBox]:
+    """(x0, y0, x1, y1) rounded and clipped to an (H, W) frame; None when nothing is left."""
+    height, width = size
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    x0, x1 = max(0, min(x0, width)), max(0, min(x1, width))
+    y0, y1 = max(0, min(y0, height)), max(0, min(y1, height))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
+def padded_square_crop(bgr: np.ndarray, box: Sequence[float], pad: float = DEFAULT_PAD) -> np.ndarray:
+    """A square crop (H = W) centred on `box`, side = longer box side x (1 + 2 pad), border replicated."""
+    if not pad >= 0 or not math.isfinite(pad):
+        raise InputError(f"crop padding {pad!r} must be a finite number >= 0, e.g. 0.25")
+    if bgr.ndim != 3 or bgr.shape[0] < 1 or bgr.shape[1] < 1:
+        raise InputError(f"crop needs an (H, W, C) image, got shape {tuple(bgr.shape)}")
+    clipped = clamp_box(box, bgr.shape[:2])
+    if clipped is None:
+        raise InputError(f"box {tuple(box)} is empty or outside the {bgr.shape[1]}x{bgr.shape[0]} frame")
+    x0, y0, x1, y1 = clipped
+    side = max(int(math.ceil(max(x1 - x0, y1 - y0) * (1 + 2 * pad))), 1)
+    left = (x0 + x1 - side) // 2
+    top = (y0 + y1 - side) // 2
+    height, width = bgr.shape[:2]
+    inside = bgr[max(top, 0) : min(top + side, height), max(left, 0) : min(left + side, width)]
+    borders = (max(-top, 0), max(top + side - height, 0), max(-left, 0), max(left + side - width, 0))
+    if any(borders):
+        inside = cv2.copyMakeBorder(inside, *borders, cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(inside)

@@ -19,13 +19,13 @@ Preprocessing is not done here: the trainer applies the same `ClipPreprocess` as
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
+from edge_mm.clip.preprocess import padded_square_crop
 from edge_mm.errors import DatasetError, UsageError
 from edge_mm.synthetic import Scene, SceneGenerator
 
@@ -95,23 +95,8 @@ def crop_caption(obj: Dict[str, Any], rng: np.random.Generator) -> str:
 
 
 def crop_box(bgr: np.ndarray, box: Sequence[int], pad: float = CROP_PAD) -> np.ndarray:
-    """A square crop centred on `box`, its side the box's longer side x (1 + 2 pad).
-
-    Parts outside the image are filled by replicating the border, so the crop stays square and
-    CLIP's centre crop keeps all of it.
-    """
-    x0, y0, x1, y1 = (int(v) for v in box)
-    if x1 <= x0 or y1 <= y0:
-        raise UsageError(f"box {tuple(box)} is empty; pass (x0, y0, x1, y1) with x1 > x0 and y1 > y0")
-    side = max(int(math.ceil(max(x1 - x0, y1 - y0) * (1 + 2 * pad))), 1)
-    left = (x0 + x1 - side) // 2
-    top = (y0 + y1 - side) // 2
-    height, width = bgr.shape[:2]
-    inside = bgr[max(top, 0) : min(top + side, height), max(left, 0) : min(left + side, width)]
-    borders = (max(-top, 0), max(top + side - height, 0), max(-left, 0), max(left + side - width, 0))
-    if any(borders):
-        inside = cv2.copyMakeBorder(inside, *borders, cv2.BORDER_REPLICATE)
-    return np.ascontiguousarray(inside)
+    """The padded square crop around an object's box that CLIP trains on (and the runtime cuts)."""
+    return padded_square_crop(bgr, box, pad)
 
 
 # --------------------------------------------------------------------------- synthetic scenes
