@@ -27,7 +27,6 @@ the variant computes the same function.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -41,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_mm.atomic import atomic_path  # noqa: E402
+from edge_mm.atomic import write_json  # noqa: E402
 from edge_mm.cli_support import run_cli  # noqa: E402
 from edge_mm.errors import EdgeMMError, UsageError  # noqa: E402
 
@@ -203,8 +202,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         raise UsageError("--batches must be positive")
     result = run(args)
     print(format_table(result))
-    with atomic_path(args.json) as tmp:
-        tmp.write_text(json.dumps(result, indent=1, sort_keys=True))
+    write_json(args.json, result, indent=1, sort_keys=True)
     print(f"wrote {args.json}")
     return 0
 

@@ -20,7 +20,6 @@ capture to result written, p50/p95. Timings are printed and written, never asser
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -33,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_mm.atomic import atomic_path  # noqa: E402
+from edge_mm.atomic import write_json  # noqa: E402
 from edge_mm.cli_support import run_cli  # noqa: E402
 from edge_mm.errors import UsageError  # noqa: E402
 from runtime.artifact import Artifact  # noqa: E402
@@ -211,8 +210,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UsageError("--frames must be >= 2, --distinct and --rounds >= 1")
     result = run(args)
     print_table(result)
-    with atomic_path(args.json) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result, indent=2)
     print(f"wrote {args.json}")
     return 0
 

@@ -21,7 +21,6 @@ not a like-for-like comparison.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -51,7 +50,7 @@ from tqdm import tqdm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_mm.atomic import atomic_path  # noqa: E402
+from edge_mm.atomic import write_json  # noqa: E402
 from edge_mm.cli_support import run_cli  # noqa: E402
 from edge_mm.errors import UsageError  # noqa: E402
 from runtime.retrieval import ExactIndex, IndexStore, ModelInfo, recall_at_k  # noqa: E402
@@ -283,8 +282,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "rows": rows,
         "table": table,
     }
-    with atomic_path(args.json) as tmp:
-        tmp.write_text(json.dumps(result, indent=1))
+    write_json(args.json, result, indent=1)
     print(f"wrote {args.json}")
     return 0
 

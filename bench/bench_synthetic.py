@@ -14,7 +14,6 @@ each row keeps the best of --repeat rounds. Torch-free.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -26,7 +25,7 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_mm.atomic import atomic_path  # noqa: E402
+from edge_mm.atomic import write_json  # noqa: E402
 from edge_mm.cli_support import run_cli  # noqa: E402
 from edge_mm.errors import UsageError  # noqa: E402
 from edge_mm.rgbd import RgbdPreprocess, preprocess_rgbd  # noqa: E402
@@ -83,8 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print_table(rows)
     report = {"rows": rows, "opencv_threads": 1, "opencv": cv2.__version__, "python": platform.python_version(),
               "machine": platform.machine(), "cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}
-    with atomic_path(args.json) as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report, indent=2)
     print(f"wrote {args.json}")
     return 0
 

@@ -10,7 +10,6 @@ HTML entities. Outputs are checked to be identical. Needs torch and open_clip (d
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -23,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_mm.atomic import atomic_path  # noqa: E402
+from edge_mm.atomic import write_json  # noqa: E402
 from edge_mm.cli_support import run_cli  # noqa: E402
 from edge_mm.clip import tokenizer as tk  # noqa: E402
 from edge_mm.errors import UsageError  # noqa: E402
@@ -111,8 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print_table(rows)
     report = {"rows": rows, "python": platform.python_version(), "machine": platform.machine(),
               "cpus": os.cpu_count(), "identical_ids": True}
-    with atomic_path(args.json) as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report, indent=2)
     print(f"wrote {args.json}")
     return 0
 

@@ -14,7 +14,6 @@ INTER_AREA down to twice the size followed by INTER_CUBIC.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_mm.atomic import atomic_path  # noqa: E402
+from edge_mm.atomic import write_json  # noqa: E402
 from edge_mm.cli_support import run_cli  # noqa: E402
 from edge_mm.clip.preprocess import (  # noqa: E402
     OPENAI_MEAN,
@@ -157,8 +156,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary["open_clip_pil"] = {"ms_per_image": 1000 * float(np.mean(timings["open_clip_pil"]))}
     print(f"{'open_clip_pil':<18} {'':>9} {'':>10} {'':>11} {summary['open_clip_pil']['ms_per_image']:>9.2f}")
     report = {"summary": summary, "images": per_image, "pillow": PIL.__version__, "open_clip": open_clip.__version__}
-    with atomic_path(args.json) as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report, indent=2)
     print(f"wrote {args.json}")
     return 0
 

@@ -46,3 +46,13 @@ def atomic_dir(final: Union[str, Path]) -> Iterator[Path]:
             os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: Union[str, Path], data: object, **dumps_options: object) -> Path:
+    """Write `data` as JSON (plus a final newline) atomically; `dumps_options` go to json.dumps."""
+    import json
+
+    dumps_options.setdefault("indent", 2)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, **dumps_options) + "\n")  # type: ignore[arg-type]
+    return Path(path)

@@ -247,12 +247,9 @@ class _Console:
 
 
 def _write_stats(path: Path, summary: Dict[str, Any]) -> None:
-    import json
+    from edge_mm.atomic import write_json
 
-    from edge_mm.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_json(path, summary, indent=2, default=str)
 
 
 def _sigterm_as_interrupt():

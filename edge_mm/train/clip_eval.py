@@ -209,7 +209,7 @@ def run_card(run_dir: Path) -> Dict[str, Any]:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    from edge_mm.atomic import atomic_path
+    from edge_mm.atomic import write_json
     from edge_mm.clip.weights import load
 
     parser = argparse.ArgumentParser(prog="python -m edge_mm.train.clip_eval", description=__doc__.splitlines()[0])
@@ -239,8 +239,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         card["test_set"] = evaluate_model(model, args.test_seed, args.test_count)
         print(format_report(card["test_set"]))
     if args.json:
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+        write_json(args.json, card, indent=2, sort_keys=True)
     return 0
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_mm.atomic import atomic_path
+from edge_mm.atomic import atomic_path, write_json as atomic_write_json
 from edge_mm.errors import TrainingError, WeightsError  # noqa: F401 (TrainingError: the trainers import it from here)
 
 CHECKPOINT_FORMAT = "edge-mm-train-checkpoint"
@@ -122,10 +122,7 @@ def make_checkpoint(
 
 
 def write_json(path: Union[str, Path], data: Any) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    return path
+    return atomic_write_json(path, data, indent=2, sort_keys=True)
 
 
 def file_sha256(path: Union[str, Path]) -> str:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from edge_mm.atomic import atomic_path
+from edge_mm.atomic import write_json
 from edge_mm.errors import EngineError
 from edge_mm.spec import sha256_file
 
@@ -154,6 +154,5 @@ def write_sidecar(
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "build_seconds": round(build_seconds, 3),
     }
-    with atomic_path(sidecar_path(engine_path)) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_json(sidecar_path(engine_path), data, indent=2, sort_keys=True)
     return data

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from edge_mm.atomic import atomic_path
+from edge_mm.atomic import write_json
 
 ARTIFACT_NOTE = "clip_artifact.json"
 
@@ -30,8 +30,7 @@ def remember_artifact(index_path: Union[str, Path], artifact_root: Union[str, Pa
             return
     except (OSError, ValueError):
         pass  # unreadable: rewritten below
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(note, indent=1, sort_keys=True))
+    write_json(path, note, indent=1, sort_keys=True)
 
 
 def remembered_artifact(index_path: Union[str, Path]) -> Optional[Path]:

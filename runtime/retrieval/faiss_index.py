@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from edge_mm.atomic import atomic_path
+from edge_mm.atomic import atomic_path, write_json
 from edge_mm.errors import BackendError, IndexStoreError, UsageError
 from runtime.retrieval.search import exact_search, merge_topk, prepare_queries, check_k
 from runtime.retrieval.store import IndexStore
@@ -211,10 +211,7 @@ class FaissIndex:
         try:
             with atomic_path(self.index_path) as tmp:
                 self.faiss.write_index(self.index, str(tmp))
-                tmp.chmod(0o644)  # mkstemp makes it private; readers of the store need it too
-            with atomic_path(self.sidecar_path) as tmp:
-                tmp.write_text(json.dumps(self.meta, indent=1, sort_keys=True))
-                tmp.chmod(0o644)
+            write_json(self.sidecar_path, self.meta, indent=1, sort_keys=True)
         except OSError as exc:
             raise IndexStoreError(
                 f"cannot save the FAISS index beside {self.store.path} ({exc}); make the folder writable or pass save=False"
