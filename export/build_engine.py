@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--workspace-mb", type=int, default=1024, help="builder workspace in MiB (default 1024)")
     engine.add_argument("--dla-core", type=int, help="Jetson DLA core (TensorRT only)")
     engine.add_argument("--timing-cache", type=Path, help="folder of the TensorRT timing cache (default: the artifact folder)")
+    engine.add_argument("--verify", action="store_true",
+                        help="run each engine on held-out inputs against ONNX Runtime FP32 and add the numbers to report.json")
     return parser
 
 
@@ -187,7 +189,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = build_engines(args.out, args.precision, engine_options)
     for entry in result["engines"]:
         print(f"engine: {args.out / entry['engine']} ({'reused' if entry['reused'] else 'built'})")
+    if args.verify:
+        verify_engines(args.out, result)
     return 0
+
+
+def verify_engines(artifact_dir: Path, result: Dict[str, Any], say: Callable[[str], None] = print) -> None:
+    """--verify: each built engine against ONNX Runtime FP32, numbers into each graph's report.json."""
+    if not result["engines"]:
+        say(f"verify: no engine to verify ({result.get('reason') or result['status']})")
+        return
+    from export.verify import verify_folder
+
+    by_folder: Dict[Path, List[Dict[str, Any]]] = {}
+    for entry in result["engines"]:
+        by_folder.setdefault((artifact_dir / entry["engine"]).parent, []).append(entry)
+    for folder, entries in by_folder.items():
+        verify_folder(folder, entries, say=say)
 
 
 def _print_summary(summary: Dict[str, Any]) -> None:

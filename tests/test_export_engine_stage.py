@@ -46,3 +46,40 @@ def test_without_gpu_or_target_it_says_no_engine_was_built(built, capsys):
     out = capsys.readouterr().out
     assert result == {"status": "cannot-build-here", "reason": result["reason"], "engines": []}
     assert "no engine was built: tensorrt_rtx" in out and "--target-sm" in out
+
+
+def test_verify_records_engines_that_cannot_run_here(built, capsys):
+    """--verify never claims an engine ran: without a GPU each engine is recorded as not run, with why."""
+    from export.build_engine import verify_engines
+    from runtime.backends.cuda_buffers import cuda_available
+
+    if cuda_available():
+        pytest.skip("a CUDA GPU is visible: the engines may run here (see the gpu-marked test)")
+    result = build_engines(built, ["fp16"], EngineOptions(target_sm=["86"], workspace_mb=256))
+    verify_engines(built, result)
+    engines = json.loads((built / "report.json").read_text())["engines"]
+    (name, record), = engines.items()
+    assert name.endswith(".engine") and record == {"status": "not run", "reason": "no CUDA GPU is visible here"}
+    assert "not run (no CUDA GPU is visible here)" in capsys.readouterr().out
+
+
+def test_verify_with_nothing_built_says_so(built, capsys):
+    from export.build_engine import verify_engines
+
+    verify_engines(built, {"status": "skipped", "reason": "--no-engine", "engines": []})
+    assert "verify: no engine to verify (--no-engine)" in capsys.readouterr().out
+
+
+@pytest.mark.trt
+@pytest.mark.gpu
+def test_verify_compares_a_running_engine_with_onnxruntime(tmp_path):
+    from runtime.backends.tensorrt import is_available
+
+    if not is_available():
+        pytest.skip("needs TensorRT (or TensorRT-RTX) and a CUDA GPU to run an engine")
+    out = tmp_path / "cdinet-s"
+    assert main([*ARGS, "--out", str(out), "--verify"]) == 0
+    records = json.loads((out / "report.json").read_text())["engines"]
+    compared = [r for r in records.values() if r["status"] == "compared"]
+    assert compared, records
+    assert all(m["cosine_min"] > 0.999 for r in compared for m in r["outputs"].values())
