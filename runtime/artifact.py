@@ -76,6 +76,8 @@ def _fields(fh: BinaryIO, end: int) -> List[Tuple[int, int, int, int]]:
             if length is None:
                 raise _Corrupt("file ends inside a length")
             start = fh.tell()
+            if length > end - start:  # checked before seeking: a garbage length can overflow the seek
+                raise _Corrupt("a field runs past the end of the file")
             fh.seek(length, os.SEEK_CUR)
         elif wire in (_FIXED64, _FIXED32):
             start, length = fh.tell(), 8 if wire == _FIXED64 else 4

@@ -312,6 +312,7 @@ class _Session:
         self.recording: Any = None
         self.pipeline: Any = None
         self.clip: Any = None  # runtime.clip_stage.ClipStage with --clip
+        self.events: Any = None  # the --events sink, which also takes CLIP's events
         self._last_print = time.perf_counter()
 
     def open_sinks(self, title: str) -> None:
@@ -338,21 +339,19 @@ class _Session:
             self.sinks.append(server)
             self.console.always(f"serving {server.url} (stream {server.url}stream, stats {server.url}stats)")
         if self.plan.events:
-            self.sinks.append(EventsSink(self.plan.events))
+            self.events = EventsSink(self.plan.events)
+            self.sinks.append(self.events)
 
     def on_result(self, result: Any) -> None:
         """Between frames, on the main thread: progress, snapshot and record keys."""
         from runtime.pipeline import save_snapshot
-        from runtime.sinks.events import EventsSink
 
         if self.clip is not None:
             # CLIP takes the newest salient crop at its own rate and never blocks this loop.
             self.clip.submit(result.frame, result.saliency)
-            events = self.clip.drain_events()
-            for sink in self.sinks:
-                if isinstance(sink, EventsSink):
-                    for event in events:
-                        sink.write_event(event)
+            for event in self.clip.drain_events():
+                if self.events is not None:
+                    self.events.write_event(event)
         now = time.perf_counter()
         if self.args.stats_interval and now - self._last_print >= self.args.stats_interval:
             self._last_print = now

@@ -29,3 +29,18 @@ def run_fresh_python(code: str) -> str:
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     return out.stdout
+
+
+# Artifacts shared by the runtime tests, built once per session (export.build_engine, random weights).
+@pytest.fixture(scope="session")
+def cdinet_artifact(tmp_path_factory) -> Path:
+    from runtime_support import build_artifact
+
+    return build_artifact(tmp_path_factory.getbasetemp() / "cdinet-s-random-64")
+
+
+@pytest.fixture(scope="session")
+def oracle_artifact(tmp_path_factory) -> Path:
+    from runtime_support import depth_oracle_artifact
+
+    return depth_oracle_artifact(tmp_path_factory.getbasetemp() / "depth-oracle")

@@ -13,18 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime_support import ROOT, build_artifact, count_video_frames, depth_oracle_artifact, read_events
+from runtime_support import ROOT, count_video_frames, read_events
 from runtime.cli import DEFAULT_MODEL_DIR, main
-
-
-@pytest.fixture(scope="session")
-def cdinet_artifact(tmp_path_factory) -> Path:
-    return build_artifact(tmp_path_factory.getbasetemp() / "cdinet-s-random-64")
-
-
-@pytest.fixture(scope="session")
-def oracle_artifact(tmp_path_factory) -> Path:
-    return depth_oracle_artifact(tmp_path_factory.getbasetemp() / "depth-oracle")
 
 
 def run_cli(*args, cwd=None, env=None, timeout=120):

@@ -5,7 +5,6 @@ and stats files are valid; results match the model run directly on the same fram
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,7 +15,6 @@ from runtime_support import (
     DEMO_WEIGHTS,
     build_artifact,
     count_video_frames,
-    depth_oracle_artifact,
     oracle_saliency,
     read_events,
 )
@@ -29,16 +27,6 @@ from runtime.sources import Frame, Source, open_source
 from runtime.stats import PipelineStats
 
 EVENT_FIELDS = {"index", "time", "timestamp_ms", "latency_ms", "box", "score", "depth_m", "area_frac"}
-
-
-@pytest.fixture(scope="session")
-def cdinet_artifact(tmp_path_factory) -> Path:
-    return build_artifact(tmp_path_factory.getbasetemp() / "cdinet-s-random-64")
-
-
-@pytest.fixture(scope="session")
-def oracle_artifact(tmp_path_factory) -> Path:
-    return depth_oracle_artifact(tmp_path_factory.getbasetemp() / "depth-oracle")
 
 
 def _run(args, capsys):
