@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import contextlib
 import queue
+import signal
 import threading
 import time
 from pathlib import Path
@@ -366,6 +368,34 @@ class Pipeline:
         return to_output
 
     # -- the caller's thread: outputs ------------------------------------------------------------
+    @contextlib.contextmanager
+    def _interrupts_between_frames(self):
+        """Ctrl-C / SIGTERM stop the run between frames, never inside one frame's outputs.
+
+        A KeyboardInterrupt raised between one sink's write and the next would leave the video one
+        frame ahead of the events log. So while the loop runs, the signals only set a flag that
+        the loop checks after each frame and while it waits (only the main thread can do this).
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def request_stop(signum, frame):
+            self._interrupt_requested = True
+
+        for sig in previous:
+            signal.signal(sig, request_stop)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _check_interrupt(self) -> None:
+        if self._interrupt_requested:
+            raise KeyboardInterrupt
+
     def _write_outputs(self, result: FrameResult) -> None:
         start = time.perf_counter()
         # Sinks that record the latency (the events log) go after the others, once it is known.
@@ -390,46 +420,53 @@ class Pipeline:
     def run(self) -> RunOutcome:
         """Process the stream; returns why it stopped. Source and stage errors are re-raised after cleanup."""
         capture = CaptureThread(_TimedSource(self.source, self.stats), live=self.live, queue_size=1)
-        reason = "end of stream"
-        frames = 0
+        self._frames, self._last_reason, self._interrupt_requested = 0, "end of stream", False
         self.stats.start()
         capture.start()
         to_output = self._start_threads(capture)
         try:
-            while True:
-                self._wait_while_paused()
-                if self.controls.quit:
-                    reason = "quit"
-                    break
-                try:
-                    item = to_output.get(timeout=POLL_S)
-                except queue.Empty:
-                    if self._stop.is_set():
-                        reason = "error"
-                        break
-                    if self.idle:
-                        self.idle()
-                    continue
-                if item is END:
-                    reason = "frame limit" if (self.max_frames is not None and frames >= self.max_frames) else "end of stream"
-                    break
-                self._write_outputs(item)
-                frames += 1
-                self.stats.counters["dropped"] = capture.dropped
-                reconnects = getattr(self.source, "reconnects", 0)
-                if reconnects:
-                    self.stats.counters["reconnects"] = reconnects
-                if self.on_result:
-                    self.on_result(item)
+            with self._interrupts_between_frames():
+                self._loop(to_output, capture)
         except KeyboardInterrupt:
-            reason = "interrupted"
+            self._last_reason = "interrupted"
         finally:
             self._shutdown(capture)
+        reason, frames = self._last_reason, self._frames
         if self._errors:
             return RunOutcome(frames, "error", self._errors[0])
         if self._source_error is not None and reason == "end of stream":
             return RunOutcome(frames, "error", self._source_error)
         return RunOutcome(frames, reason)
+
+    def _loop(self, to_output: "queue.Queue[Any]", capture: CaptureThread) -> None:
+        """Hand each result to the outputs, in order, until the stream, a limit, q or an error stops it."""
+        while True:
+            self._check_interrupt()
+            self._wait_while_paused()
+            if self.controls.quit:
+                self._last_reason = "quit"
+                return
+            try:
+                item = to_output.get(timeout=POLL_S)
+            except queue.Empty:
+                if self._stop.is_set():
+                    self._last_reason = "error"
+                    return
+                if self.idle:
+                    self.idle()
+                continue
+            if item is END:
+                limited = self.max_frames is not None and self._frames >= self.max_frames
+                self._last_reason = "frame limit" if limited else "end of stream"
+                return
+            self._write_outputs(item)
+            self._frames += 1
+            self.stats.counters["dropped"] = capture.dropped
+            reconnects = getattr(self.source, "reconnects", 0)
+            if reconnects:
+                self.stats.counters["reconnects"] = reconnects
+            if self.on_result:
+                self.on_result(item)
 
     def _shutdown(self, capture: CaptureThread) -> None:
         self._stop.set()
