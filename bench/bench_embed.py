@@ -84,8 +84,9 @@ def time_runs(fn, seconds: float, min_runs: int = 3, warmup: int = 2) -> List[fl
     return times
 
 
-def bench_one(embedder, frames: List[np.ndarray], pixels: np.ndarray, reference: np.ndarray, batch: int,
-              seconds: float) -> Dict[str, Any]:
+def bench_one(
+    embedder, frames: List[np.ndarray], pixels: np.ndarray, reference: np.ndarray, batch: int, seconds: float
+) -> Dict[str, Any]:
     chunk = pixels[:batch]
     model = time_runs(lambda: embedder.embed_preprocessed(chunk), seconds)
     end_to_end = time_runs(lambda: embedder.embed_images(frames[:batch]), seconds, min_runs=2, warmup=1)
@@ -137,7 +138,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         for precision in args.precisions:
             label = f"{backend} {precision}"
             if precision not in image.variants():
-                rows.append({"backend": backend, "precision": precision, "unavailable": f"artifact has no {precision} variant"})
+                rows.append(
+                    {"backend": backend, "precision": precision, "unavailable": f"artifact has no {precision} variant"}
+                )
                 continue
             try:
                 selection = select_backend(image, backend, precision, threads=args.threads, warn=lambda _: None)
@@ -147,20 +150,29 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 continue
             with ClipEmbedder(selection.backend, batch_size=max(batches)) as embedder:
                 for batch in batches:
-                    row = {"backend": selection.kind, "precision": selection.precision,
-                           **bench_one(embedder, frames, pixels, reference, batch, args.seconds)}
+                    row = {
+                        "backend": selection.kind,
+                        "precision": selection.precision,
+                        **bench_one(embedder, frames, pixels, reference, batch, args.seconds),
+                    }
                     provider = getattr(selection.backend, "provider", None)
                     if provider:
                         row["provider"] = provider
                     rows.append(row)
-                    print(f"{label} b{batch}: {row['ms_per_batch']:.2f} ms/batch, {row['model_images_per_s']:.1f} img/s "
-                          f"(end to end {row['end_to_end_images_per_s']:.1f}), cos vs fp32 {row['cosine_min_vs_fp32']:.5f}",
-                          flush=True)
+                    print(
+                        f"{label} b{batch}: {row['ms_per_batch']:.2f} ms/batch, {row['model_images_per_s']:.1f} img/s "
+                        f"(end to end {row['end_to_end_images_per_s']:.1f}), cos vs fp32 {row['cosine_min_vs_fp32']:.5f}",
+                        flush=True,
+                    )
     return {
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "onnxruntime": __import__("onnxruntime").__version__,
-                    "loadavg_1min_at_start": round(os.getloadavg()[0], 2)},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "onnxruntime": __import__("onnxruntime").__version__,
+            "loadavg_1min_at_start": round(os.getloadavg()[0], 2),
+        },
         "artifact": str(paths.root),
         "model": spec.name,
         "image_size": preprocess.image_size,
@@ -173,26 +185,37 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def format_table(result: Dict[str, Any]) -> str:
-    lines = [f"CLIP image embedding: {result['model']} at {result['image_size']} px, "
-             f"preprocessing {result['preprocess_ms_per_image']:.2f} ms/image ({result['frame_size'][1]}x{result['frame_size'][0]} frames)",
-             f"{'backend':<10} {'prec':<5} {'batch':>5} {'ms/batch':>10} {'img/s':>9} {'e2e img/s':>10} {'cos vs fp32':>12}"]
+    lines = [
+        f"CLIP image embedding: {result['model']} at {result['image_size']} px, "
+        f"preprocessing {result['preprocess_ms_per_image']:.2f} ms/image ({result['frame_size'][1]}x{result['frame_size'][0]} frames)",
+        f"{'backend':<10} {'prec':<5} {'batch':>5} {'ms/batch':>10} {'img/s':>9} {'e2e img/s':>10} {'cos vs fp32':>12}",
+    ]
     for row in result["rows"]:
         if "unavailable" in row:
             lines.append(f"{row['backend']:<10} {row['precision']:<5} {'':>5} not here: {row['unavailable'][:90]}")
             continue
-        lines.append(f"{row['backend']:<10} {row['precision']:<5} {row['batch']:>5} {row['ms_per_batch']:>10.2f} "
-                     f"{row['model_images_per_s']:>9.1f} {row['end_to_end_images_per_s']:>10.1f} {row['cosine_min_vs_fp32']:>12.5f}")
+        lines.append(
+            f"{row['backend']:<10} {row['precision']:<5} {row['batch']:>5} {row['ms_per_batch']:>10.2f} "
+            f"{row['model_images_per_s']:>9.1f} {row['end_to_end_images_per_s']:>10.1f} {row['cosine_min_vs_fp32']:>12.5f}"
+        )
     return "\n".join(lines)
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    parser = argparse.ArgumentParser(prog="bench/bench_embed.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="bench/bench_embed.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--artifact", help="CLIP artifact folder (with image/ and text/)")
     parser.add_argument("--build", help="export this model with random weights first, e.g. clip:ViT-B/32 (needs torch)")
     parser.add_argument("--work", help="folder for the exported artifact (default: a temporary folder)")
-    parser.add_argument("--backends", type=lambda t: _list(t, ("ort-cpu", "ort-cuda", "tensorrt")), default=["ort-cpu", "ort-cuda", "tensorrt"])
-    parser.add_argument("--precisions", type=lambda t: _list(t, ("fp32", "fp16", "int8")), default=["fp32", "fp16", "int8"])
+    parser.add_argument(
+        "--backends",
+        type=lambda t: _list(t, ("ort-cpu", "ort-cuda", "tensorrt")),
+        default=["ort-cpu", "ort-cuda", "tensorrt"],
+    )
+    parser.add_argument(
+        "--precisions", type=lambda t: _list(t, ("fp32", "fp16", "int8")), default=["fp32", "fp16", "int8"]
+    )
     parser.add_argument("--batches", type=lambda t: _list(t, cast=int), default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=2.0, help="time budget per configuration (default 2)")
     parser.add_argument("--threads", type=int, help="ONNX Runtime CPU threads (default: its own)")

@@ -34,8 +34,18 @@ sys.path.insert(0, str(ROOT))
 MIN_RUNS = 3
 RESULTS = ROOT / "bench" / "results" / "export.json"
 FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-INTEGER_KERNELS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat", "ConvInteger",
-                   "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearGlobalAveragePool", "QLinearConcat")
+INTEGER_KERNELS = (
+    "QLinearConv",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "MatMulIntegerToFloat",
+    "ConvInteger",
+    "QLinearAdd",
+    "QLinearMul",
+    "QLinearSigmoid",
+    "QLinearGlobalAveragePool",
+    "QLinearConcat",
+)
 
 
 def timed(fn: Callable[[], Any], min_runs: int, max_seconds: float) -> List[float]:
@@ -55,8 +65,12 @@ def timed(fn: Callable[[], Any], min_runs: int, max_seconds: float) -> List[floa
 def stats(times: List[float], batch: int) -> Dict[str, float]:
     ordered = sorted(times)
     median = statistics.median(ordered)
-    return {"median_ms": round(median, 2), "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 2),
-            "runs": len(times), "items_per_s": round(batch * 1000 / median, 2)}
+    return {
+        "median_ms": round(median, 2),
+        "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 2),
+        "runs": len(times),
+        "items_per_s": round(batch * 1000 / median, 2),
+    }
 
 
 def ort_session(path: Path, threads: int, optimized: Path):
@@ -76,8 +90,19 @@ def op_summary(optimized: Path) -> Dict[str, int]:
 
     model = onnx.load(str(optimized), load_external_data=False)
     counts = collections.Counter(node.op_type for node in model.graph.node)
-    keep = set(INTEGER_KERNELS) | {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Cast", "Conv",
-                                   "FusedConv", "MatMul", "FusedMatMul", "Gemm", "LayerNormalization", "Attention"}
+    keep = set(INTEGER_KERNELS) | {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "Cast",
+        "Conv",
+        "FusedConv",
+        "MatMul",
+        "FusedMatMul",
+        "Gemm",
+        "LayerNormalization",
+        "Attention",
+    }
     return {op: n for op, n in sorted(counts.items()) if op in keep}
 
 
@@ -91,7 +116,9 @@ def torch_model(artifact: Path, role: str):
     folder = artifact if role == "model" else artifact / role
     report = json.loads((folder / "report.json").read_text())
     weights = report["weights"]
-    source = f"random:{weights['seed']}" if weights["source"] == "random" else weights.get("path") or weights.get("name")
+    source = (
+        f"random:{weights['seed']}" if weights["source"] == "random" else weights.get("path") or weights.get("name")
+    )
     loaded = load_model(parse_model_name(report["model"]), source)
     graph = next(g for g in graphs_for(loaded) if g.role == role)
     graph.spec = read_onnx_spec(folder / "model.onnx")  # its preprocessing decides the input size
@@ -104,7 +131,9 @@ def inputs_for(spec, batch: int) -> Dict[str, np.ndarray]:
     return sample(spec, "synthetic", batch, 777, progress=False)
 
 
-def bench_graph(name: str, artifact: Path, role: str, batches: List[int], threads: int, max_seconds: float) -> List[Dict[str, Any]]:
+def bench_graph(
+    name: str, artifact: Path, role: str, batches: List[int], threads: int, max_seconds: float
+) -> List[Dict[str, Any]]:
     """Time torch first, then one ONNX Runtime session at a time (full CDINet at batch 8 needs
     several GB per session: holding all of them at once ran this 23 GB machine out of memory)."""
     import gc
@@ -167,8 +196,10 @@ def table(rows: List[Dict[str, Any]]) -> str:
             return f"{r[key]['median_ms']:.1f} ({r[key]['speedup_vs_pytorch']:.2f})" if key in r else "-"
 
         int8_vs = f"{r['ort_int8']['speedup_vs_ort_fp32']:.2f}" if "ort_int8" in r else "-"
-        lines.append(f"| {row['model']} | {row['graph']} | {row['batch']} | {r['pytorch_fp32']['median_ms']:.1f} | "
-                     f"{cell('ort_fp32')} | {cell('ort_fp16')} | {cell('ort_int8')} | {int8_vs} |")
+        lines.append(
+            f"| {row['model']} | {row['graph']} | {row['batch']} | {r['pytorch_fp32']['median_ms']:.1f} | "
+            f"{cell('ort_fp32')} | {cell('ort_fp16')} | {cell('ort_int8')} | {int8_vs} |"
+        )
     return "\n".join(lines)
 
 
@@ -178,7 +209,9 @@ def main() -> int:
     parser.add_argument("--clip", type=Path, default=Path("/tmp/edge_mm_artifacts/clip-vit-b-32"))
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, default=2, help="torch and ORT intra-op threads (default 2)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="time budget per measurement (at least 3 runs after 2 warm-ups)")
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="time budget per measurement (at least 3 runs after 2 warm-ups)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -197,10 +230,15 @@ def main() -> int:
         print("no artifacts found; export them with python -m export.build_engine first", file=sys.stderr)
         return 2
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "avx512_vnni": "avx512_vnni" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else None,
-                    "load_average_before": [round(x, 2) for x in load_before],
-                    "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "avx512_vnni": "avx512_vnni" in Path("/proc/cpuinfo").read_text()
+            if Path("/proc/cpuinfo").exists()
+            else None,
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        },
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "threads": args.threads,
         "artifacts": {"cdinet": str(args.cdinet), "clip": str(args.clip)},
@@ -209,7 +247,9 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(table(rows))
-    print(f"load average before {result['machine']['load_average_before']}, after {result['machine']['load_average_after']}")
+    print(
+        f"load average before {result['machine']['load_average_before']}, after {result['machine']['load_average_after']}"
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -81,16 +81,30 @@ def model_alone(model: SaliencyModel, frames: Sequence[Frame], count: int) -> Di
         times.append(time.perf_counter() - t)
     wall = time.perf_counter() - start
     p50, p95 = np.percentile(np.asarray(times) * 1000.0, [50, 95])
-    return {"case": "model alone (backend.infer, inputs made beforehand)", "frames": count, "fps": round(count / wall, 2),
-            "infer_ms_p50": round(float(p50), 2), "infer_ms_p95": round(float(p95), 2)}
+    return {
+        "case": "model alone (backend.infer, inputs made beforehand)",
+        "frames": count,
+        "fps": round(count / wall, 2),
+        "infer_ms_p50": round(float(p50), 2),
+        "infer_ms_p95": round(float(p95), 2),
+    }
 
 
-def pipeline_row(case: str, model: SaliencyModel, source: Source, count: int, workers: int, video: Optional[Path] = None) -> Dict[str, Any]:
+def pipeline_row(
+    case: str, model: SaliencyModel, source: Source, count: int, workers: int, video: Optional[Path] = None
+) -> Dict[str, Any]:
     stats = PipelineStats()
     sinks = [VideoSink(video, fps=30)] if video else []
     try:
-        outcome = Pipeline(source, model, sinks, stats, max_frames=count, workers=workers,
-                           render_lines=lambda: stats.overlay_lines("bench")).run()
+        outcome = Pipeline(
+            source,
+            model,
+            sinks,
+            stats,
+            max_frames=count,
+            workers=workers,
+            render_lines=lambda: stats.overlay_lines("bench"),
+        ).run()
     finally:
         for sink in sinks:
             sink.close()
@@ -98,13 +112,23 @@ def pipeline_row(case: str, model: SaliencyModel, source: Source, count: int, wo
     if outcome.error is not None:
         raise outcome.error
     s = stats.summary()
-    return {"case": case, "frames": s["frames"], "fps": s["fps"], "latency_ms_p50": s["latency_ms"]["p50"],
-            "latency_ms_p95": s["latency_ms"]["p95"], "dropped": s.get("dropped", 0),
-            "stage_ms_mean": {k: v["mean"] for k, v in s["stages_ms"].items()}}
+    return {
+        "case": case,
+        "frames": s["frames"],
+        "fps": s["fps"],
+        "latency_ms_p50": s["latency_ms"]["p50"],
+        "latency_ms_p95": s["latency_ms"]["p95"],
+        "dropped": s.get("dropped", 0),
+        "stage_ms_mean": {k: v["mean"] for k, v in s["stages_ms"].items()},
+    }
 
 
 def machine() -> Dict[str, Any]:
-    info: Dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    info: Dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
     try:
         info["load_average_1_5_15"] = [round(v, 2) for v in os.getloadavg()]
     except OSError:
@@ -133,8 +157,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     selection = select_backend(artifact, args.backend, args.precision, threads=args.threads)
     workers = args.workers or (1 if selection.kind == "ort-cpu" else 2)
     load_before = machine().get("load_average_1_5_15")
-    print(f"backend: {selection.label} ({selection.reason}); workers {workers}; "
-          f"{args.rounds} rounds of {args.frames} frames at {w}x{h}")
+    print(
+        f"backend: {selection.label} ({selection.reason}); workers {workers}; "
+        f"{args.rounds} rounds of {args.frames} frames at {w}x{h}"
+    )
     try:
         model = SaliencyModel(selection.backend)
         with open_source("synthetic:0", size=(h, w), count=args.distinct) as scenes:
@@ -144,19 +170,46 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             for r in range(args.rounds):
                 alone.append(model_alone(model, frames, args.frames))
-                video_off.append(pipeline_row("pipeline, video off", model, ReplaySource(frames, args.frames).open(),
-                                              args.frames, workers))
-                video_on.append(pipeline_row("pipeline, video on (mp4v)", model, ReplaySource(frames, args.frames).open(),
-                                             args.frames, workers, video=Path(tmp) / "bench.mp4"))
+                video_off.append(
+                    pipeline_row(
+                        "pipeline, video off", model, ReplaySource(frames, args.frames).open(), args.frames, workers
+                    )
+                )
+                video_on.append(
+                    pipeline_row(
+                        "pipeline, video on (mp4v)",
+                        model,
+                        ReplaySource(frames, args.frames).open(),
+                        args.frames,
+                        workers,
+                        video=Path(tmp) / "bench.mp4",
+                    )
+                )
                 ratios.append(round(video_off[-1]["fps"] / alone[-1]["fps"], 3))
                 ratios_video.append(round(video_on[-1]["fps"] / alone[-1]["fps"], 3))
-                print(f"round {r + 1}: model {alone[-1]['fps']:.2f} FPS, pipeline {video_off[-1]['fps']:.2f} FPS "
-                      f"(video on {video_on[-1]['fps']:.2f})")
+                print(
+                    f"round {r + 1}: model {alone[-1]['fps']:.2f} FPS, pipeline {video_off[-1]['fps']:.2f} FPS "
+                    f"(video on {video_on[-1]['fps']:.2f})"
+                )
         rows = [_median_row(alone), _median_row(video_off), _median_row(video_on)]
-        rows.append(pipeline_row("pipeline, scenes generated live", model,
-                                 open_source("synthetic:0", size=(h, w), count=args.frames), args.frames, workers))
-        rows.append(pipeline_row("camera-like 30 FPS (live, newest frame)", model,
-                                 ReplaySource(frames, args.frames, fps=30.0).open(), args.frames, workers))
+        rows.append(
+            pipeline_row(
+                "pipeline, scenes generated live",
+                model,
+                open_source("synthetic:0", size=(h, w), count=args.frames),
+                args.frames,
+                workers,
+            )
+        )
+        rows.append(
+            pipeline_row(
+                "camera-like 30 FPS (live, newest frame)",
+                model,
+                ReplaySource(frames, args.frames, fps=30.0).open(),
+                args.frames,
+                workers,
+            )
+        )
     finally:
         selection.backend.deactivate()
     # Replay rows: the median of per-round ratios (model and pipeline measured minutes apart at most);
@@ -165,12 +218,20 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     model_fps = rows[0]["fps"]
     for row in rows[3:]:
         row["vs_model"] = round(row["fps"] / model_fps, 3) if row["fps"] else None
-    return {"backend": selection.label, "backend_reason": selection.reason, "model": artifact.spec.name,
-            "input_size": artifact.spec.preprocess.get("size"), "frame_size": [h, w], "workers": workers,
-            "threads": args.threads, "pipeline_vs_model_per_round": ratios,
-            "pipeline_with_video_vs_model_per_round": ratios_video,
-            "pipeline_vs_model_median": float(np.median(ratios)), "rows": rows,
-            "machine": {**machine(), "load_average_before": load_before}}
+    return {
+        "backend": selection.label,
+        "backend_reason": selection.reason,
+        "model": artifact.spec.name,
+        "input_size": artifact.spec.preprocess.get("size"),
+        "frame_size": [h, w],
+        "workers": workers,
+        "threads": args.threads,
+        "pipeline_vs_model_per_round": ratios,
+        "pipeline_with_video_vs_model_per_round": ratios_video,
+        "pipeline_vs_model_median": float(np.median(ratios)),
+        "rows": rows,
+        "machine": {**machine(), "load_average_before": load_before},
+    }
 
 
 def print_table(result: Dict[str, Any]) -> None:
@@ -178,10 +239,14 @@ def print_table(result: Dict[str, Any]) -> None:
     for row in result["rows"]:
         lat50 = row.get("latency_ms_p50", row.get("infer_ms_p50"))
         lat95 = row.get("latency_ms_p95", row.get("infer_ms_p95"))
-        print(f"{row['case']:<48} {row['fps'] or 0:>8.1f} {row.get('vs_model', 1.0) or 0:>8.2f} "
-              f"{lat50 or 0:>8.1f} {lat95 or 0:>8.1f} {row.get('dropped', 0):>8}")
-    print(f"pipeline / model per round: {result['pipeline_vs_model_per_round']} "
-          f"(median {result['pipeline_vs_model_median']:.3f})")
+        print(
+            f"{row['case']:<48} {row['fps'] or 0:>8.1f} {row.get('vs_model', 1.0) or 0:>8.2f} "
+            f"{lat50 or 0:>8.1f} {lat95 or 0:>8.1f} {row.get('dropped', 0):>8}"
+        )
+    print(
+        f"pipeline / model per round: {result['pipeline_vs_model_per_round']} "
+        f"(median {result['pipeline_vs_model_median']:.3f})"
+    )
     print(f"machine: {result['machine']}")
 
 
@@ -201,7 +266,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     parser.add_argument("--workers", type=int, help="pipeline workers per pre/post stage (default as edge-mm-run)")
     parser.add_argument("--frames", type=int, default=200, help="frames per row and round (default 200)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of model alone / pipeline (default 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds of model alone / pipeline (default 3)"
+    )
     parser.add_argument("--distinct", type=int, default=16, help="distinct scenes rendered beforehand (default 16)")
     parser.add_argument("--size", type=_size, default=(640, 480), help="frame size WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "pipeline.json")

@@ -56,8 +56,18 @@ from edge_mm.errors import UsageError  # noqa: E402
 from runtime.retrieval import ExactIndex, IndexStore, ModelInfo, recall_at_k  # noqa: E402
 
 # Vector search latency by database size, NanoDB on Jetson AGX Orin (ms), research/clip.md section 4.
-NANODB_ORIN_MS = {1_000: 0.7, 25_000: 1.3, 50_000: 2.0, 100_000: 3.2, 250_000: 7.0, 500_000: 13.5,
-                  1_000_000: 25.7, 2_500_000: 63.2, 5_000_000: 97.1, 10_000_000: 166.6}
+NANODB_ORIN_MS = {
+    1_000: 0.7,
+    25_000: 1.3,
+    50_000: 2.0,
+    100_000: 3.2,
+    250_000: 7.0,
+    500_000: 13.5,
+    1_000_000: 25.7,
+    2_500_000: 63.2,
+    5_000_000: 97.1,
+    10_000_000: 166.6,
+}
 K = 10
 ADD_BATCH = 50_000
 
@@ -92,7 +102,9 @@ def build_store(path: Path, size: int, dim: int, spread: float, seed: int) -> tu
     with tqdm(total=size, desc=f"store {size}", unit="vec", leave=False) as bar:
         for lo in range(0, size, ADD_BATCH):
             n = min(ADD_BATCH, size - lo)
-            store.add(clustered_batch(rng, centers, n, spread), [{"content_hash": str(lo + i), "path": ""} for i in range(n)])
+            store.add(
+                clustered_batch(rng, centers, n, spread), [{"content_hash": str(lo + i), "path": ""} for i in range(n)]
+            )
             bar.update(n)
     add_s = time.perf_counter() - start
     queries = clustered_batch(rng, centers, 256, spread)
@@ -110,8 +122,16 @@ def time_calls(fn: Callable[[], Any], repeat: int, warmup: int = 2) -> np.ndarra
     return np.array(out) * 1e3
 
 
-def measure(name: str, index: Any, queries: np.ndarray, size: int, batch: int, budget_s: float,
-            exact_ids: Optional[np.ndarray], build_s: Optional[float]) -> Dict[str, Any]:
+def measure(
+    name: str,
+    index: Any,
+    queries: np.ndarray,
+    size: int,
+    batch: int,
+    budget_s: float,
+    exact_ids: Optional[np.ndarray],
+    build_s: Optional[float],
+) -> Dict[str, Any]:
     # Enough single queries for a stable p50 without spending more than ~budget_s on one method.
     probe = time_calls(lambda: index.search(queries[0], K), repeat=1, warmup=1)[0]
     repeat = int(np.clip(budget_s * 1e3 / max(probe, 1e-3), 5, 200))
@@ -152,7 +172,9 @@ def bench_size(size: int, args: argparse.Namespace, workdir: Path, faiss_ok: boo
             t = time.perf_counter()
             cached = ExactIndex(store, cache_bytes=1 << 62)
             cached.search(queries[0], K)  # builds the float32 copy
-            rows.append(measure("exact-fp32", cached, queries, size, args.batch, args.budget, None, time.perf_counter() - t))
+            rows.append(
+                measure("exact-fp32", cached, queries, size, args.batch, args.budget, None, time.perf_counter() - t)
+            )
             del cached
         if faiss_ok:
             from runtime.retrieval.faiss_index import FaissIndex
@@ -173,8 +195,11 @@ def bench_size(size: int, args: argparse.Namespace, workdir: Path, faiss_ok: boo
                     rows[-1]["nlist"], rows[-1]["nprobe"] = index.meta["nlist"], index.nprobe
                 del index
         for r in rows:
-            print(f"[{size}] {r['method']:<16} p50 {r['single_p50_ms']:.2f} ms" + (
-                f"  recall@10 {r['recall_at_10']:.3f}" if "recall_at_10" in r else ""), flush=True)
+            print(
+                f"[{size}] {r['method']:<16} p50 {r['single_p50_ms']:.2f} ms"
+                + (f"  recall@10 {r['recall_at_10']:.3f}" if "recall_at_10" in r else ""),
+                flush=True,
+            )
     finally:
         store.close()
         if not args.keep:
@@ -183,9 +208,12 @@ def bench_size(size: int, args: argparse.Namespace, workdir: Path, faiss_ok: boo
 
 
 def format_table(rows: Sequence[Dict[str, Any]]) -> str:
-    head = (f"{'size':>9} {'method':<16} {'p50 ms':>9} {'p95 ms':>9} {'batch/q ms':>10} {'build s':>8} "
-            f"{'recall@10':>9} {'NanoDB ms':>9} {'ours/Nano':>9}")
+    head = (
+        f"{'size':>9} {'method':<16} {'p50 ms':>9} {'p95 ms':>9} {'batch/q ms':>10} {'build s':>8} "
+        f"{'recall@10':>9} {'NanoDB ms':>9} {'ours/Nano':>9}"
+    )
     lines = [head, "-" * len(head)]
+
     def fmt(value: Optional[float], spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
@@ -231,15 +259,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--batch", type=int, default=32, help="queries per call for the batch latency")
     p.add_argument("--faiss-kinds", default="flat-fp16,ivf-flat,hnsw", help="FAISS kinds to time ('' for none)")
-    p.add_argument("--ivf-nprobe", default="auto", help="comma list of IVF nprobe values to time on one build ('auto': nlist/8)")
+    p.add_argument(
+        "--ivf-nprobe", default="auto", help="comma list of IVF nprobe values to time on one build ('auto': nlist/8)"
+    )
     p.add_argument("--hnsw-max", type=parse_size, default=100_000, help="skip HNSW above this size (slow to build)")
     p.add_argument("--max-cache-gb", type=float, default=2.0, help="skip exact-fp32 when its RAM copy is larger")
     p.add_argument("--budget", type=float, default=3.0, help="seconds of single queries per method and size")
     p.add_argument("--recall-queries", type=int, default=100)
     p.add_argument("--spread", type=float, default=1.0, help="cluster spread (1.0: cos to centre ~0.7)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="BLAS/OpenMP threads (default: the environment's; 1 is steadier on a loaded machine)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="BLAS/OpenMP threads (default: the environment's; 1 is steadier on a loaded machine)",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="scratch folder for the stores (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the scratch stores")
     p.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "search.json")
@@ -271,12 +305,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     table = format_table(rows)
     print()
     print(table)
-    print(f"\nk={K}, dim={args.dim}, batch={args.batch}; NanoDB: AGX Orin GPU flat search, CLIP-L 768-d. "
-          f"Load average (1 min) at start {load_before:.1f}, end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.")
+    print(
+        f"\nk={K}, dim={args.dim}, batch={args.batch}; NanoDB: AGX Orin GPU flat search, CLIP-L 768-d. "
+        f"Load average (1 min) at start {load_before:.1f}, end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."
+    )
     result = {
         "machine": machine(),
         "loadavg_1min_at_start": load_before,
-        "k": K, "dim": args.dim, "batch": args.batch, "spread": args.spread, "seed": args.seed,
+        "k": K,
+        "dim": args.dim,
+        "batch": args.batch,
+        "spread": args.spread,
+        "seed": args.seed,
         "total_s": time.perf_counter() - started,
         "nanodb_orin_ms": NANODB_ORIN_MS,
         "rows": rows,

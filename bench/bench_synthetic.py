@@ -40,9 +40,15 @@ def time_row(name: str, count: int, repeat: int, step: Callable[[int], object]) 
             step(i)
         best_wall = min(best_wall, time.perf_counter() - wall)
         best_cpu = min(best_cpu, time.process_time() - cpu)
-    return {"case": name, "items": count, "wall_s": best_wall, "cpu_s": best_cpu,
-            "items_per_s_wall": count / best_wall, "items_per_s_cpu": count / best_cpu,
-            "ms_per_item_cpu": 1000 * best_cpu / count}
+    return {
+        "case": name,
+        "items": count,
+        "wall_s": best_wall,
+        "cpu_s": best_cpu,
+        "items_per_s_wall": count / best_wall,
+        "items_per_s_cpu": count / best_cpu,
+        "ms_per_item_cpu": 1000 * best_cpu / count,
+    }
 
 
 def run(count: int, repeat: int) -> List[Dict]:
@@ -55,18 +61,28 @@ def run(count: int, repeat: int) -> List[Dict]:
         time_row("generate 256x256", count, repeat, small.generate),
         time_row("generate + as_sample 256", count, repeat, lambda i: as_sample(small.generate(i), spec)),
         time_row("generate 480x640", max(count // 4, 1), repeat, camera.generate),
-        time_row("preprocess 480x640 -> 256 (antialias)", count, repeat,
-                 lambda i: preprocess_rgbd(frames[i % 8].bgr, frames[i % 8].depth_m, spec)),
-        time_row("preprocess 480x640 -> 256 (no antialias)", count, repeat,
-                 lambda i: preprocess_rgbd(frames[i % 8].bgr, frames[i % 8].depth_m, no_antialias)),
+        time_row(
+            "preprocess 480x640 -> 256 (antialias)",
+            count,
+            repeat,
+            lambda i: preprocess_rgbd(frames[i % 8].bgr, frames[i % 8].depth_m, spec),
+        ),
+        time_row(
+            "preprocess 480x640 -> 256 (no antialias)",
+            count,
+            repeat,
+            lambda i: preprocess_rgbd(frames[i % 8].bgr, frames[i % 8].depth_m, no_antialias),
+        ),
     ]
 
 
 def print_table(rows: List[Dict]) -> None:
     print(f"{'case':<42} {'items/s (cpu)':>14} {'items/s (wall)':>15} {'ms/item (cpu)':>14}")
     for row in rows:
-        print(f"{row['case']:<42} {row['items_per_s_cpu']:>14.0f} {row['items_per_s_wall']:>15.0f} "
-              f"{row['ms_per_item_cpu']:>14.2f}")
+        print(
+            f"{row['case']:<42} {row['items_per_s_cpu']:>14.0f} {row['items_per_s_wall']:>15.0f} "
+            f"{row['ms_per_item_cpu']:>14.2f}"
+        )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -80,8 +96,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cv2.setNumThreads(1)
     rows = run(args.count, args.repeat)
     print_table(rows)
-    report = {"rows": rows, "opencv_threads": 1, "opencv": cv2.__version__, "python": platform.python_version(),
-              "machine": platform.machine(), "cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}
+    report = {
+        "rows": rows,
+        "opencv_threads": 1,
+        "opencv": cv2.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_avg_1m": os.getloadavg()[0],
+    }
     write_json(args.json, report, indent=2)
     print(f"wrote {args.json}")
     return 0

@@ -27,22 +27,67 @@ from edge_mm.cli_support import run_cli  # noqa: E402
 from edge_mm.clip import tokenizer as tk  # noqa: E402
 from edge_mm.errors import UsageError  # noqa: E402
 
-SUBJECTS = ["dog", "cat", "man", "woman", "child", "bird", "horse", "car", "train", "boat", "pizza", "laptop",
-            "skateboarder", "giraffe", "elephant", "bicycle", "umbrella", "kitchen", "surfer", "teddy bear"]
+SUBJECTS = [
+    "dog",
+    "cat",
+    "man",
+    "woman",
+    "child",
+    "bird",
+    "horse",
+    "car",
+    "train",
+    "boat",
+    "pizza",
+    "laptop",
+    "skateboarder",
+    "giraffe",
+    "elephant",
+    "bicycle",
+    "umbrella",
+    "kitchen",
+    "surfer",
+    "teddy bear",
+]
 ADJECTIVES = ["small", "large", "red", "black", "white", "young", "old", "wooden", "shiny", "blurry", "happy"]
-ACTIONS = ["sitting on", "standing next to", "running across", "riding", "holding", "looking at", "lying on",
-           "jumping over", "parked near", "eating"]
-PLACES = ["a bench", "the beach", "a grassy field", "a busy street", "the kitchen table", "a snowy hill",
-          "an old building", "the water", "a wooden fence", "a crowded market"]
+ACTIONS = [
+    "sitting on",
+    "standing next to",
+    "running across",
+    "riding",
+    "holding",
+    "looking at",
+    "lying on",
+    "jumping over",
+    "parked near",
+    "eating",
+]
+PLACES = [
+    "a bench",
+    "the beach",
+    "a grassy field",
+    "a busy street",
+    "the kitchen table",
+    "a snowy hill",
+    "an old building",
+    "the water",
+    "a wooden fence",
+    "a crowded market",
+]
 EXTRAS = ["café", "naïve", "東京", "😀", "&amp;", "Ünïcödé", "&#39;s", "résumé", "北京", "🇺🇸", "Привет", "&lt;3"]
 
 
 def make_captions(count: int, seed: int, non_ascii: bool) -> List[str]:
     rnd = random.Random(seed)
     out = []
-    for i in range(count):
-        words = [rnd.choice(["A", "The", "Two", "Some"]), rnd.choice(ADJECTIVES), rnd.choice(SUBJECTS),
-                 rnd.choice(ACTIONS), rnd.choice(PLACES)]
+    for _i in range(count):
+        words = [
+            rnd.choice(["A", "The", "Two", "Some"]),
+            rnd.choice(ADJECTIVES),
+            rnd.choice(SUBJECTS),
+            rnd.choice(ACTIONS),
+            rnd.choice(PLACES),
+        ]
         if rnd.random() < 0.5:
             words += ["with", "a", rnd.choice(ADJECTIVES), rnd.choice(SUBJECTS)]
         # Rare words (names, typos, ids) keep the BPE cache from covering everything.
@@ -77,17 +122,31 @@ def bench_set(name: str, texts: Sequence[str], repeat: int) -> List[Dict]:
             raise RuntimeError(f"{name}: edge_mm and open_clip ids differ")
         tokens = int((ids["edge_mm"] != 0).sum())
         for impl, seconds in best.items():
-            rows.append({"set": name, "phase": phase, "impl": impl, "texts": len(texts), "tokens": tokens,
-                         "seconds": seconds, "texts_per_s": len(texts) / seconds, "tokens_per_s": tokens / seconds})
+            rows.append(
+                {
+                    "set": name,
+                    "phase": phase,
+                    "impl": impl,
+                    "texts": len(texts),
+                    "tokens": tokens,
+                    "seconds": seconds,
+                    "texts_per_s": len(texts) / seconds,
+                    "tokens_per_s": tokens / seconds,
+                }
+            )
     return rows
 
 
 def print_table(rows: List[Dict]) -> None:
     print(f"{'set':<10} {'phase':<5} {'impl':<10} {'texts/s':>10} {'tokens/s':>11} {'vs open_clip':>13}")
     for row in rows:
-        base = next(r for r in rows if r["set"] == row["set"] and r["phase"] == row["phase"] and r["impl"] == "open_clip")
-        print(f"{row['set']:<10} {row['phase']:<5} {row['impl']:<10} {row['texts_per_s']:>10.0f} "
-              f"{row['tokens_per_s']:>11.0f} {row['tokens_per_s'] / base['tokens_per_s']:>12.2f}x")
+        base = next(
+            r for r in rows if r["set"] == row["set"] and r["phase"] == row["phase"] and r["impl"] == "open_clip"
+        )
+        print(
+            f"{row['set']:<10} {row['phase']:<5} {row['impl']:<10} {row['texts_per_s']:>10.0f} "
+            f"{row['tokens_per_s']:>11.0f} {row['tokens_per_s'] / base['tokens_per_s']:>12.2f}x"
+        )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -108,8 +167,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rows = bench_set("english", make_captions(args.texts, 0, non_ascii=False), args.repeat)
     rows += bench_set("unicode", make_captions(args.texts, 1, non_ascii=True), args.repeat)
     print_table(rows)
-    report = {"rows": rows, "python": platform.python_version(), "machine": platform.machine(),
-              "cpus": os.cpu_count(), "identical_ids": True}
+    report = {
+        "rows": rows,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "identical_ids": True,
+    }
     write_json(args.json, report, indent=2)
     print(f"wrote {args.json}")
     return 0

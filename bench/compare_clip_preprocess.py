@@ -34,9 +34,28 @@ from edge_mm.clip.preprocess import (  # noqa: E402
     resized_size,
 )
 
-SIZES = [(480, 640), (720, 1280), (1080, 1920), (640, 480), (1000, 333), (333, 1000), (150, 100), (37, 300),
-         (229, 224), (224, 231), (224, 224), (90, 90), (300, 300), (2000, 1500), (64, 64), (512, 384), (800, 200),
-         (200, 800), (100, 1200), (250, 250)]
+SIZES = [
+    (480, 640),
+    (720, 1280),
+    (1080, 1920),
+    (640, 480),
+    (1000, 333),
+    (333, 1000),
+    (150, 100),
+    (37, 300),
+    (229, 224),
+    (224, 231),
+    (224, 224),
+    (90, 90),
+    (300, 300),
+    (2000, 1500),
+    (64, 64),
+    (512, 384),
+    (800, 200),
+    (200, 800),
+    (100, 1200),
+    (250, 250),
+]
 KINDS = ["gradient", "noise", "shapes", "stripes", "texture"]
 
 
@@ -57,14 +76,18 @@ def synthetic_image(kind: str, height: int, width: int, seed: int) -> np.ndarray
             centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
             cv2.circle(canvas, centre, int(rng.integers(2, max(min(height, width) // 3, 3))), colour, -1)
             cv2.rectangle(canvas, centre, (int(rng.integers(0, width)), int(rng.integers(0, height))), colour, 2)
-        cv2.putText(canvas, "CLIP 2021", (2, height // 2), cv2.FONT_HERSHEY_SIMPLEX, max(width / 400, 0.3), (0, 0, 0), 1)
+        cv2.putText(
+            canvas, "CLIP 2021", (2, height // 2), cv2.FONT_HERSHEY_SIMPLEX, max(width / 400, 0.3), (0, 0, 0), 1
+        )
         return canvas
     elif kind == "stripes":
-        image = np.stack([127 + 127 * np.sin(x * 2.9), 127 + 127 * np.sin(y * 2.1), 127 + 127 * np.sin((x + y) / 3)], -1)
+        image = np.stack(
+            [127 + 127 * np.sin(x * 2.9), 127 + 127 * np.sin(y * 2.1), 127 + 127 * np.sin((x + y) / 3)], -1
+        )
     else:  # multi-scale smoothed noise, roughly the spectrum of natural images
         image = np.zeros((height, width, 3), np.float32)
         for octave in range(6):
-            step = 2 ** octave
+            step = 2**octave
             small = rng.normal(0, 1, (max(height // step, 1), max(width // step, 1), 3)).astype(np.float32)
             image += step * cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
         image = 128 + 100 * image / (np.abs(image).max() + 1e-6)
@@ -135,12 +158,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         row = {"image": i, "kind": KINDS[i % len(KINDS)], "height": height, "width": width}
         for j, (name, out) in enumerate(outputs.items()):
             diff = np.abs(out - reference)
-            row[name] = {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
-                         "cosine": float(embeds[0] @ embeds[j + 1])}
+            row[name] = {
+                "max_abs": float(diff.max()),
+                "mean_abs": float(diff.mean()),
+                "cosine": float(embeds[0] @ embeds[j + 1]),
+            }
         per_image.append(row)
-        print(f"{i:2d} {row['kind']:<9} {height:>4}x{width:<4} " + "  ".join(
-            f"{name}: max {row[name]['max_abs']:.4f} mean {row[name]['mean_abs']:.5f} cos {row[name]['cosine']:.6f}"
-            for name in ("edge_mm", "cv2_cubic")))
+        print(
+            f"{i:2d} {row['kind']:<9} {height:>4}x{width:<4} "
+            + "  ".join(
+                f"{name}: max {row[name]['max_abs']:.4f} mean {row[name]['mean_abs']:.5f} cos {row[name]['cosine']:.6f}"
+                for name in ("edge_mm", "cv2_cubic")
+            )
+        )
 
     summary = {}
     print(f"\n{'method':<18} {'max abs':>9} {'mean abs':>10} {'min cosine':>11} {'ms/image':>9}")
@@ -152,7 +182,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "ms_per_image": 1000 * float(np.mean(timings[name])),
         }
         s = summary[name]
-        print(f"{name:<18} {s['max_abs']:>9.4f} {s['mean_abs']:>10.6f} {s['min_cosine']:>11.7f} {s['ms_per_image']:>9.2f}")
+        print(
+            f"{name:<18} {s['max_abs']:>9.4f} {s['mean_abs']:>10.6f} {s['min_cosine']:>11.7f} {s['ms_per_image']:>9.2f}"
+        )
     summary["open_clip_pil"] = {"ms_per_image": 1000 * float(np.mean(timings["open_clip_pil"]))}
     print(f"{'open_clip_pil':<18} {'':>9} {'':>10} {'':>11} {summary['open_clip_pil']['ms_per_image']:>9.2f}")
     report = {"summary": summary, "images": per_image, "pillow": PIL.__version__, "open_clip": open_clip.__version__}

@@ -42,8 +42,13 @@ def run_gpu_tests() -> Dict[str, Any]:
     lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]
     fallback = lines[-1] if lines else "no output"
     summary = next((ln for ln in reversed(lines) if re.search(r"\d+ (passed|failed|skipped|error)", ln)), fallback)
-    return {"command": " ".join(cmd[1:]), "returncode": out.returncode, "summary": str(summary).strip("= "),
-            "seconds": round(time.perf_counter() - start, 1), "tail": lines[-25:] if out.returncode else []}
+    return {
+        "command": " ".join(cmd[1:]),
+        "returncode": out.returncode,
+        "summary": str(summary).strip("= "),
+        "seconds": round(time.perf_counter() - start, 1),
+        "tail": lines[-25:] if out.returncode else [],
+    }
 
 
 def round_trips() -> List[Dict[str, Any]]:
@@ -95,8 +100,15 @@ def bandwidth(sizes_mib=(1, 16, 64), repeats: int = 10) -> List[Dict[str, Any]]:
         for direction, to_device in (("H2D", True), ("D2H", False)):
             pinned = timed_copies(size * MIB, True, to_device, repeats)
             pageable = timed_copies(size * MIB, False, to_device, repeats)
-            rows.append({"size_mib": size, "direction": direction, "pinned_gb_s": round(pinned, 2),
-                         "pageable_gb_s": round(pageable, 2), "pinned_speedup": round(pinned / pageable, 2)})
+            rows.append(
+                {
+                    "size_mib": size,
+                    "direction": direction,
+                    "pinned_gb_s": round(pinned, 2),
+                    "pageable_gb_s": round(pageable, 2),
+                    "pinned_speedup": round(pinned / pageable, 2),
+                }
+            )
     return rows
 
 
@@ -139,8 +151,14 @@ def graph_vs_eager(copies: int = 8, nbytes: int = 64 * 1024, iterations: int = 3
         for buffer in hosts_in + hosts_out + devices:
             buffer.free()
         stream.destroy()
-    return {"copies_per_iteration": 2 * copies, "bytes_per_copy": nbytes, "eager_us": round(eager_us, 1),
-            "graph_us": round(graph_us, 1), "graph_speedup": round(eager_us / graph_us, 2), "graph_replay_exact": exact}
+    return {
+        "copies_per_iteration": 2 * copies,
+        "bytes_per_copy": nbytes,
+        "eager_us": round(eager_us, 1),
+        "graph_us": round(graph_us, 1),
+        "graph_speedup": round(eager_us / graph_us, 2),
+        "graph_replay_exact": exact,
+    }
 
 
 def versions() -> Dict[str, Any]:
@@ -151,8 +169,13 @@ def versions() -> Dict[str, Any]:
         bindings = cuda.bindings.__version__
     except (ImportError, AttributeError):
         bindings = "legacy cuda-python layout"
-    return {"python": platform.python_version(), "cuda_bindings": bindings, "module": rt.__name__,
-            "driver": cb.check(rt.cudaDriverGetVersion()), "runtime": cb.check(rt.cudaRuntimeGetVersion())}
+    return {
+        "python": platform.python_version(),
+        "cuda_bindings": bindings,
+        "module": rt.__name__,
+        "driver": cb.check(rt.cudaDriverGetVersion()),
+        "runtime": cb.check(rt.cudaRuntimeGetVersion()),
+    }
 
 
 def main() -> int:
@@ -166,13 +189,21 @@ def main() -> int:
         return 2
     cb.set_device(0)
     info = cb.device_info(0)
-    results: Dict[str, Any] = {"device": {"name": info.name, "compute_capability": info.compute_capability,
-                                          "memory_gib": round(info.total_memory / 2**30, 1)}, "versions": versions()}
+    results: Dict[str, Any] = {
+        "device": {
+            "name": info.name,
+            "compute_capability": info.compute_capability,
+            "memory_gib": round(info.total_memory / 2**30, 1),
+        },
+        "versions": versions(),
+    }
     print(f"device: {info.name} (sm{info.sm}, {results['device']['memory_gib']} GiB); {results['versions']}")
 
     if not args.skip_pytest:
         results["pytest"] = run_gpu_tests()
-        print(f"pytest -m gpu tests/test_cuda_buffers.py: {results['pytest']['summary']} ({results['pytest']['seconds']} s)")
+        print(
+            f"pytest -m gpu tests/test_cuda_buffers.py: {results['pytest']['summary']} ({results['pytest']['seconds']} s)"
+        )
         for line in results["pytest"]["tail"]:
             print("   ", line)
 
@@ -185,14 +216,18 @@ def main() -> int:
     print("\ncopy bandwidth, GB/s (median of 10, CUDA events):")
     print(f"  {'size':>7} {'dir':>4} {'pinned':>8} {'pageable':>9} {'speedup':>8}")
     for row in results["bandwidth"]:
-        print(f"  {row['size_mib']:>4} MiB {row['direction']:>4} {row['pinned_gb_s']:>8.2f} {row['pageable_gb_s']:>9.2f} "
-              f"{row['pinned_speedup']:>7.2f}x")
+        print(
+            f"  {row['size_mib']:>4} MiB {row['direction']:>4} {row['pinned_gb_s']:>8.2f} {row['pageable_gb_s']:>9.2f} "
+            f"{row['pinned_speedup']:>7.2f}x"
+        )
 
     results["graph"] = graph_vs_eager()
     g = results["graph"]
-    print(f"\nCUDA graph: {g['copies_per_iteration']} copies of {g['bytes_per_copy'] // 1024} KiB per iteration: "
-          f"eager {g['eager_us']} us, graph {g['graph_us']} us ({g['graph_speedup']}x); "
-          f"replay with new data {'exact' if g['graph_replay_exact'] else 'MISMATCH'}")
+    print(
+        f"\nCUDA graph: {g['copies_per_iteration']} copies of {g['bytes_per_copy'] // 1024} KiB per iteration: "
+        f"eager {g['eager_us']} us, graph {g['graph_us']} us ({g['graph_speedup']}x); "
+        f"replay with new data {'exact' if g['graph_replay_exact'] else 'MISMATCH'}"
+    )
 
     ok = all(r["exact"] for r in results["round_trips"]) and g["graph_replay_exact"]
     ok = ok and results.get("pytest", {}).get("returncode", 0) == 0

@@ -71,10 +71,20 @@ def main() -> int:
             ms16 = cuda_ms(lambda: run(model16, inputs16))
             out16 = post(run(model16, inputs16))
             model32 = model16.float()
-            row = {"model": name, "batch": batch, "fp32_ms": ms32, "fp16_ms": ms16, "speedup": ms32 / ms16, "fp16_vs_fp32": drift(ref, out16)}
+            row = {
+                "model": name,
+                "batch": batch,
+                "fp32_ms": ms32,
+                "fp16_ms": ms16,
+                "speedup": ms32 / ms16,
+                "fp16_vs_fp32": drift(ref, out16),
+            }
             rows.append(row)
-            print(f"{name:22s} b{batch}: fp32 {ms32:7.2f} ms  fp16 {ms16:7.2f} ms  x{ms32 / ms16:4.2f}  "
-                  f"max|d| {row['fp16_vs_fp32']['max_abs']:.2e}  cos {row['fp16_vs_fp32']['cosine_min']:.6f}", flush=True)
+            print(
+                f"{name:22s} b{batch}: fp32 {ms32:7.2f} ms  fp16 {ms16:7.2f} ms  x{ms32 / ms16:4.2f}  "
+                f"max|d| {row['fp16_vs_fp32']['max_abs']:.2e}  cos {row['fp16_vs_fp32']['cosine_min']:.6f}",
+                flush=True,
+            )
 
     for variant in ("cdinet", "cdinet-s"):
         measure(
@@ -85,11 +95,31 @@ def main() -> int:
             post=torch.sigmoid,
         )
     clip = CLIP(**CLIP_ARCHITECTURES["ViT-B/32"])
-    measure("clip ViT-B/32 image", clip, lambda n: [torch.randn(n, 3, 224, 224, device=device)], lambda m, x: m.encode_image(*x))
-    ids = lambda n: [torch.cat([torch.full((n, 1), 49406), torch.randint(1, 49000, (n, 10)), torch.full((n, 1), 49407), torch.zeros(n, 65, dtype=torch.long)], 1).to(device)]  # noqa: E731
+    measure(
+        "clip ViT-B/32 image",
+        clip,
+        lambda n: [torch.randn(n, 3, 224, 224, device=device)],
+        lambda m, x: m.encode_image(*x),
+    )
+    ids = lambda n: [
+        torch.cat(
+            [
+                torch.full((n, 1), 49406),
+                torch.randint(1, 49000, (n, 10)),
+                torch.full((n, 1), 49407),
+                torch.zeros(n, 65, dtype=torch.long),
+            ],
+            1,
+        ).to(device)
+    ]  # noqa: E731
     measure("clip ViT-B/32 text", clip, ids, lambda m, x: m.encode_text(*x))
 
-    result = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "python": platform.python_version(), "rows": rows}
+    result = {
+        "gpu": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "rows": rows,
+    }
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0

@@ -1,7 +1,7 @@
 """`python -m calib.build`: sample frames, preprocess them with a model's spec, store the set.
 
-    python -m calib.build --model cdinet-s --source synthetic --count 64 --seed 1 --out calib/cdinet-s.calib
-    python -m calib.build --model artifacts/clip-vit-b-32/image --source folder:photos --count 128 --out clip.calib
+python -m calib.build --model cdinet-s --source synthetic --count 64 --seed 1 --out calib/cdinet-s.calib
+python -m calib.build --model artifacts/clip-vit-b-32/image --source folder:photos --count 128 --out clip.calib
 """
 
 from __future__ import annotations
@@ -16,8 +16,16 @@ from calib.store import write_set
 from edge_mm import __version__
 from edge_mm.cli_support import run_cli
 from edge_mm.errors import ArtifactError, UsageError
-from edge_mm.registry import CLIP_PUBLISHED_RESOLUTION, cdinet_spec, clip_image_spec, clip_text_spec, demo_preprocess, parse_model_name
+from edge_mm.registry import (
+    CLIP_PUBLISHED_RESOLUTION,
+    cdinet_spec,
+    clip_image_spec,
+    clip_text_spec,
+    demo_preprocess,
+    parse_model_name,
+)
 from edge_mm.spec import METADATA_KEY, ModelSpec
+
 
 def spec_from_onnx(path: Path) -> ModelSpec:
     """Read the model spec from an ONNX file's metadata through ONNX Runtime (no onnx import)."""
@@ -28,7 +36,9 @@ def spec_from_onnx(path: Path) -> ModelSpec:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         meta = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).get_modelmeta()
     except Exception as exc:  # ORT raises its own exception types for corrupt files
-        raise ArtifactError(f"cannot read {path} ({str(exc).splitlines()[0]}); re-export it with python -m export.build_engine") from None
+        raise ArtifactError(
+            f"cannot read {path} ({str(exc).splitlines()[0]}); re-export it with python -m export.build_engine"
+        ) from None
     text = meta.custom_metadata_map.get(METADATA_KEY)
     if text is None:
         raise ArtifactError(f"{path} carries no edge-mm spec; export it with python -m export.build_engine")
@@ -44,7 +54,9 @@ def resolve_spec(model: str, graph: str) -> ModelSpec:
         for candidate in (path / "model.onnx", path / graph / "model.onnx"):
             if candidate.is_file():
                 return spec_from_onnx(candidate)
-        raise ArtifactError(f"no model.onnx in {path} (nor in {path / graph}); build it with python -m export.build_engine")
+        raise ArtifactError(
+            f"no model.onnx in {path} (nor in {path / graph}); build it with python -m export.build_engine"
+        )
     name = parse_model_name(model)
     if name.family == "cdinet":
         # A name means its demo weights where the repository has them: use their preprocessing.
@@ -52,14 +64,22 @@ def resolve_spec(model: str, graph: str) -> ModelSpec:
     if graph == "text":
         return clip_text_spec(name.text)
     if name.variant not in CLIP_PUBLISHED_RESOLUTION:
-        raise UsageError(f"{model}: its image size comes from its weights; pass the exported artifact folder as --model")
+        raise UsageError(
+            f"{model}: its image size comes from its weights; pass the exported artifact folder as --model"
+        )
     return clip_image_spec(name.text, CLIP_PUBLISHED_RESOLUTION[name.variant])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m calib.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="model name (cdinet-s, clip:ViT-B/32, ...) or artifact folder / model.onnx")
-    parser.add_argument("--graph", choices=("image", "text"), default="image", help="for CLIP: which encoder (default image)")
+    parser = argparse.ArgumentParser(
+        prog="python -m calib.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", required=True, help="model name (cdinet-s, clip:ViT-B/32, ...) or artifact folder / model.onnx"
+    )
+    parser.add_argument(
+        "--graph", choices=("image", "text"), default="image", help="for CLIP: which encoder (default image)"
+    )
     parser.add_argument("--source", default="synthetic", help=f"where samples come from: {SOURCE_FORMS}")
     parser.add_argument("--count", type=int, default=64, help="number of samples (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same bytes (default 0)")
@@ -82,7 +102,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     path = write_set(args.out, arrays, manifest)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    print(f"wrote {path}: {args.count} samples of {', '.join(f'{k}{list(v.shape[1:])}' for k, v in arrays.items())}, sha256 {digest[:16]}")
+    print(
+        f"wrote {path}: {args.count} samples of {', '.join(f'{k}{list(v.shape[1:])}' for k, v in arrays.items())}, sha256 {digest[:16]}"
+    )
     return 0
 
 

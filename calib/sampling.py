@@ -39,11 +39,14 @@ def parse_source(text: str) -> Tuple[str, str]:
 def _pick(total: int, count: int, seed: int) -> List[int]:
     """`count` distinct indices of `total`, seeded, in ascending order (the set's stored order)."""
     if total < count:
-        raise CalibrationError(f"the source has {total} samples but --count {count} were asked for; lower --count or add data")
+        raise CalibrationError(
+            f"the source has {total} samples but --count {count} were asked for; lower --count or add data"
+        )
     return sorted(np.random.default_rng(seed).choice(total, size=count, replace=False).tolist())
 
 
 # ---- RGB-D frames: (bgr uint8, depth metres) ----------------------------------------------------
+
 
 def _synthetic_frames(size: Tuple[int, int], count: int, seed: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     generator = SceneGenerator(size=size, seed=seed)
@@ -73,6 +76,7 @@ def _rgbd_frames(kind: str, arg: str, size: Tuple[int, int], count: int, seed: i
 
 
 # ---- CLIP images and captions -------------------------------------------------------------------
+
 
 def _image_files(root: str) -> List[Path]:
     folder = Path(root)
@@ -123,12 +127,15 @@ def _captions(kind: str, arg: str, count: int, seed: int) -> List[str]:
 
 # ---- one entry point ----------------------------------------------------------------------------
 
+
 def sample(spec: ModelSpec, source: str, count: int, seed: int, progress: bool = True) -> Dict[str, np.ndarray]:
     """Return {input name: (count, ...) array} preprocessed with `spec`."""
     if count < 1:
         raise UsageError(f"--count {count} must be at least 1")
     kind, arg = parse_source(source)
-    bar: Callable = lambda it, total: tqdm(it, total=total, desc="calibration samples", unit="sample", disable=not progress)  # noqa: E731
+    bar: Callable = lambda it, total: tqdm(
+        it, total=total, desc="calibration samples", unit="sample", disable=not progress
+    )  # noqa: E731
     if spec.kind == "cdinet":
         pre = RgbdPreprocess.from_dict(spec.preprocess)
         if kind == "folder":  # a dataset folder: the training loader's own reading and preprocessing

@@ -69,13 +69,18 @@ def write_set(path: Union[str, Path], arrays: Dict[str, np.ndarray], manifest: D
     """Write arrays (each (N, ...)) and the manifest atomically; return the path."""
     counts = {name: len(a) for name, a in arrays.items()}
     if len(set(counts.values())) != 1:
-        raise CalibrationError(f"calibration arrays have different sample counts {counts}; this is a bug in the sampler")
+        raise CalibrationError(
+            f"calibration arrays have different sample counts {counts}; this is a bug in the sampler"
+        )
     stored = {name: (a.astype(np.float16) if a.dtype.kind == "f" else a) for name, a in sorted(arrays.items())}
     manifest = dict(manifest)
     manifest.update(
         format=FORMAT,
         count=next(iter(counts.values())),
-        arrays={name: {"shape": list(a.shape[1:]), "stored_dtype": str(a.dtype), "dtype": str(arrays[name].dtype)} for name, a in stored.items()},
+        arrays={
+            name: {"shape": list(a.shape[1:]), "stored_dtype": str(a.dtype), "dtype": str(arrays[name].dtype)}
+            for name, a in stored.items()
+        },
     )
     path = Path(path)
     try:
@@ -89,19 +94,25 @@ def write_set(path: Union[str, Path], arrays: Dict[str, np.ndarray], manifest: D
                     info.external_attr = 0o644 << 16
                     zf.writestr(info, data)
     except OSError as exc:
-        raise CalibrationError(f"cannot write calibration set {path} ({exc.strerror or exc}); choose a writable --out") from None
+        raise CalibrationError(
+            f"cannot write calibration set {path} ({exc.strerror or exc}); choose a writable --out"
+        ) from None
     return path
 
 
 def read_set(path: Union[str, Path]) -> CalibrationSet:
     path = Path(path)
     if not path.is_file():
-        raise CalibrationError(f"no calibration set at {path}; build one with `python -m calib.build --model NAME --out {path}`")
+        raise CalibrationError(
+            f"no calibration set at {path}; build one with `python -m calib.build --model NAME --out {path}`"
+        )
     try:
         with zipfile.ZipFile(path) as zf:
             manifest = json.loads(zf.read(MANIFEST))
             if manifest.get("format") != FORMAT:
-                raise CalibrationError(f"calibration set {path} has format {manifest.get('format')!r}, expected {FORMAT}; rebuild it")
+                raise CalibrationError(
+                    f"calibration set {path} has format {manifest.get('format')!r}, expected {FORMAT}; rebuild it"
+                )
             arrays = {}
             for name in manifest["arrays"]:
                 with zf.open(f"{name}.npy") as fh:
@@ -109,8 +120,12 @@ def read_set(path: Union[str, Path]) -> CalibrationSet:
     except CalibrationError:
         raise
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise CalibrationError(f"calibration set {path} is corrupt ({exc}); rebuild it with `python -m calib.build`") from None
+        raise CalibrationError(
+            f"calibration set {path} is corrupt ({exc}); rebuild it with `python -m calib.build`"
+        ) from None
     for name, array in arrays.items():
         if len(array) != manifest["count"]:
-            raise CalibrationError(f"calibration set {path} is corrupt (array {name!r} holds {len(array)} of {manifest['count']} samples); rebuild it")
+            raise CalibrationError(
+                f"calibration set {path} is corrupt (array {name!r} holds {len(array)} of {manifest['count']} samples); rebuild it"
+            )
     return CalibrationSet(manifest=manifest, arrays=arrays)

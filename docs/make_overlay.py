@@ -43,9 +43,15 @@ def main() -> int:
         label = f"{selection.label} | {model.spec.name} demo weights"
         picked = []
         source = open_source(f"synthetic:{args.seed}", count=args.frame + 1)
-        pipeline = Pipeline(source, model, [], stats, max_frames=args.frame + 1,
-                            render_lines=lambda: stats.overlay_lines(label),
-                            on_result=lambda r: picked.append(r) if r.frame.index == args.frame else None)
+        pipeline = Pipeline(
+            source,
+            model,
+            [],
+            stats,
+            max_frames=args.frame + 1,
+            render_lines=lambda: stats.overlay_lines(label),
+            on_result=lambda r: picked.append(r) if r.frame.index == args.frame else None,
+        )
         pipeline.run()
         source.close()
     with tempfile.TemporaryDirectory() as tmp:

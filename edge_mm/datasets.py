@@ -119,7 +119,9 @@ class RgbdFolderDataset:
         self.soft_gt = soft_gt
         self.depth_png_scale_m = depth_png_scale_m
         if not self.root.is_dir():
-            raise DatasetError(f"dataset folder {self.root} does not exist; pass a folder with RGB/, depth/ and GT/ inside")
+            raise DatasetError(
+                f"dataset folder {self.root} does not exist; pass a folder with RGB/, depth/ and GT/ inside"
+            )
         wanted = [RGB_DIR, DEPTH_DIR] + ([GT_DIR] if with_gt else [])
         folders = {name: _find_subfolder(self.root, name) for name in wanted}
         absent = [name for name, folder in folders.items() if folder is None]
@@ -141,11 +143,17 @@ class RgbdFolderDataset:
             if rgb - names:
                 problems.append(f"{other} missing for {len(rgb - names)} RGB image(s): {_name_list(list(rgb - names))}")
             if names - rgb:
-                problems.append(f"{len(names - rgb)} {other} file(s) without an RGB image: {_name_list(list(names - rgb))}")
+                problems.append(
+                    f"{len(names - rgb)} {other} file(s) without an RGB image: {_name_list(list(names - rgb))}"
+                )
         if problems:
-            raise DatasetError(f"dataset {self.root} is not paired by name: {'; '.join(problems)}; add or remove those files")
+            raise DatasetError(
+                f"dataset {self.root} is not paired by name: {'; '.join(problems)}; add or remove those files"
+            )
         if not rgb:
-            raise DatasetError(f"dataset {self.root} has no images in {RGB_DIR}/; expected {', '.join(IMAGE_SUFFIXES)} files")
+            raise DatasetError(
+                f"dataset {self.root} has no images in {RGB_DIR}/; expected {', '.join(IMAGE_SUFFIXES)} files"
+            )
         return sorted(rgb)
 
     def __len__(self) -> int:
@@ -170,7 +178,9 @@ class RgbdFolderDataset:
         elif raw_depth.dtype in (np.uint8, np.uint16):
             depth_unit = depth_png_to_unit(raw_depth, self.spec, self.depth_near_is_bright, self.depth_png_scale_m)
         else:
-            raise DatasetError(f"depth image {paths[DEPTH_DIR]} has dtype {raw_depth.dtype}; use 8/16-bit PNG or float TIFF")
+            raise DatasetError(
+                f"depth image {paths[DEPTH_DIR]} has dtype {raw_depth.dtype}; use 8/16-bit PNG or float TIFF"
+            )
         gt = None
         if self.with_gt:
             gt = read_image(paths[GT_DIR], cv2.IMREAD_GRAYSCALE)
@@ -239,7 +249,9 @@ def write_synthetic_folder(
                 _write_png(tmp / RGB_DIR / f"{scene.name}.{rgb_format}", scene.bgr)
                 _write_png(tmp / DEPTH_DIR / f"{scene.name}.png", depth_m_to_png16(scene.depth_m))
                 _write_png(tmp / GT_DIR / f"{scene.name}.png", scene.mask)
-                manifest.write(json.dumps({"name": scene.name, "seed": seed, "index": index, "objects": scene.objects}) + "\n")
+                manifest.write(
+                    json.dumps({"name": scene.name, "seed": seed, "index": index, "objects": scene.objects}) + "\n"
+                )
     return root
 
 

@@ -70,10 +70,12 @@ def parse_model_name(name: str) -> ModelName:
     if name == CLIP_DEMO:
         return ModelName("clip", CLIP_DEMO)
     if name.startswith("clip:"):
-        variant = name[len("clip:"):]
+        variant = name[len("clip:") :]
         if variant in CLIP_PUBLISHED_RESOLUTION or variant == "custom":
             return ModelName("clip", variant)
-    raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(known_models())} (or clip:custom with --weights)")
+    raise UsageError(
+        f"unknown model {name!r}; choose one of: {', '.join(known_models())} (or clip:custom with --weights)"
+    )
 
 
 def demo_weights(name: ModelName) -> Optional[Path]:
@@ -88,7 +90,9 @@ def read_weights_sidecar(weights_path: Path) -> Dict[str, Any]:
     try:
         data = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise WeightsError(f"cannot read {sidecar} ({exc}); fix or delete it (it holds the weights' preprocessing)") from None
+        raise WeightsError(
+            f"cannot read {sidecar} ({exc}); fix or delete it (it holds the weights' preprocessing)"
+        ) from None
     if not isinstance(data, dict):
         raise WeightsError(f"{sidecar} is not a JSON object; fix or delete it")
     return data
@@ -104,7 +108,9 @@ def preprocess_from_sidecar(data: Dict[str, Any], where: Path) -> Optional[RgbdP
             try:
                 return RgbdPreprocess.from_dict(value)
             except Exception as exc:  # ArtifactError / UsageError from the dataclass checks
-                raise WeightsError(f"{where} has an invalid preprocessing spec ({exc}); re-save it from the training run") from None
+                raise WeightsError(
+                    f"{where} has an invalid preprocessing spec ({exc}); re-save it from the training run"
+                ) from None
     return None
 
 
@@ -146,7 +152,9 @@ def cdinet_spec(
     )
 
 
-def clip_image_spec(name: str, image_size: int, embed_dim: int = 0, batch: Tuple[int, int, int] = DEFAULT_BATCH) -> ModelSpec:
+def clip_image_spec(
+    name: str, image_size: int, embed_dim: int = 0, batch: Tuple[int, int, int] = DEFAULT_BATCH
+) -> ModelSpec:
     return ModelSpec(
         kind="clip-image",
         name=name,

@@ -89,7 +89,9 @@ class RgbdPreprocess:
             for name in ("depth_mean", "depth_std", "hole_value"):
                 set_(name, float(getattr(self, name)))
         except (TypeError, ValueError) as exc:
-            raise UsageError(f"RgbdPreprocess has a bad number ({exc}); use ints for size and numbers for stats and ranges") from None
+            raise UsageError(
+                f"RgbdPreprocess has a bad number ({exc}); use ints for size and numbers for stats and ranges"
+            ) from None
         flags = ("near_is_bright", "quantize_depth_8bit", "antialias")
         if not all(isinstance(getattr(self, name), (bool, np.bool_)) for name in flags):
             raise UsageError(f"RgbdPreprocess fields {', '.join(flags)} must be true or false")
@@ -101,11 +103,15 @@ class RgbdPreprocess:
             raise UsageError("RgbdPreprocess needs 3 rgb_mean values and positive rgb_std (3) and depth_std")
         if self.depth_range_m is not None:
             if len(self.depth_range_m) != 2 or not (0.0 <= self.depth_range_m[0] < self.depth_range_m[1]):
-                raise UsageError(f"depth_range_m must be (near, far) metres with 0 <= near < far, got {self.depth_range_m}")
+                raise UsageError(
+                    f"depth_range_m must be (near, far) metres with 0 <= near < far, got {self.depth_range_m}"
+                )
         if self.depth_scaling not in _DEPTH_SCALINGS:
             raise UsageError(f"depth_scaling must be one of {_DEPTH_SCALINGS}, got {self.depth_scaling!r}")
         if self.depth_scaling == "range" and self.depth_range_m is None:
-            raise UsageError("depth_scaling='range' needs depth_range_m=(near, far); set one or use depth_scaling='frame'")
+            raise UsageError(
+                "depth_scaling='range' needs depth_range_m=(near, far); set one or use depth_scaling='frame'"
+            )
         if self.interpolation not in _INTERPOLATIONS:
             raise UsageError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got {self.interpolation!r}")
         if self.colour_order not in _COLOUR_ORDERS:
@@ -131,7 +137,9 @@ class RgbdPreprocess:
     def from_dict(cls, data: Dict[str, Any]) -> "RgbdPreprocess":
         """Read a spec written by to_dict (e.g. from an artifact); unknown keys are an error."""
         if not isinstance(data, dict):
-            raise ArtifactError(f"preprocessing spec is a {type(data).__name__}, not a JSON object; re-export the artifact")
+            raise ArtifactError(
+                f"preprocessing spec is a {type(data).__name__}, not a JSON object; re-export the artifact"
+            )
         fields = {f.name for f in dataclasses.fields(cls)}
         data = dict(data)
         kind = data.pop("type", SPEC_TYPE)
@@ -158,7 +166,9 @@ def _antialias_sigma(in_len: int, out_len: int) -> float:
     return float(np.sqrt((scale * scale - 0.25) / 6.0)) if scale > 1.0 else 0.0
 
 
-def resize(image: np.ndarray, size: Tuple[int, int], interpolation: str = "bilinear", antialias: bool = True) -> np.ndarray:
+def resize(
+    image: np.ndarray, size: Tuple[int, int], interpolation: str = "bilinear", antialias: bool = True
+) -> np.ndarray:
     """Resize an (H, W) or (H, W, C) array to size (H, W).
 
     antialias (bilinear/bicubic only) blurs shrinking axes with a Gaussian first, which
@@ -193,7 +203,9 @@ def _check_bgr(bgr: Any) -> np.ndarray:
 
 def _check_depth_m(depth_m: Any) -> np.ndarray:
     if not isinstance(depth_m, np.ndarray) or depth_m.ndim != 2 or depth_m.size == 0:
-        raise InputError(f"depth has {_describe(depth_m)}; pass float metres of shape (H, W) with 0 where there is no data")
+        raise InputError(
+            f"depth has {_describe(depth_m)}; pass float metres of shape (H, W) with 0 where there is no data"
+        )
     if depth_m.dtype.kind != "f":
         raise InputError(
             f"depth has dtype {depth_m.dtype}; pass float metres (raw z16 depth: multiply by the sensor's depth_scale)"
@@ -205,8 +217,15 @@ def _check_depth_m(depth_m: Any) -> np.ndarray:
 
 
 def _check_unit(depth_unit: Any) -> np.ndarray:
-    if not isinstance(depth_unit, np.ndarray) or depth_unit.ndim != 2 or depth_unit.dtype.kind != "f" or depth_unit.size == 0:
-        raise InputError(f"unit depth has {_describe(depth_unit)}; pass float values in [0, 1] of shape (H, W) (see depth_to_unit)")
+    if (
+        not isinstance(depth_unit, np.ndarray)
+        or depth_unit.ndim != 2
+        or depth_unit.dtype.kind != "f"
+        or depth_unit.size == 0
+    ):
+        raise InputError(
+            f"unit depth has {_describe(depth_unit)}; pass float values in [0, 1] of shape (H, W) (see depth_to_unit)"
+        )
     return np.ascontiguousarray(depth_unit, dtype=np.float32)
 
 
@@ -338,7 +357,9 @@ def preprocess_rgbd_batch(
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Frames -> (rgb (N, 3, H, W), depth (N, 1, H, W)), float32 and C-contiguous."""
     if len(bgrs) != len(depths_m) or len(bgrs) == 0:
-        raise InputError(f"got {len(bgrs)} colour images and {len(depths_m)} depth maps; pass equally many, at least one")
+        raise InputError(
+            f"got {len(bgrs)} colour images and {len(depths_m)} depth maps; pass equally many, at least one"
+        )
     rgb = np.empty((len(bgrs), 3) + tuple(spec.size), dtype=np.float32)
     depth = np.empty((len(bgrs), 1) + tuple(spec.size), dtype=np.float32)
     for i, (bgr, depth_m) in enumerate(zip(bgrs, depths_m)):
@@ -372,7 +393,9 @@ def _squeeze_map(pred: Any) -> np.ndarray:
     while pred.ndim > 2 and pred.shape[0] == 1:
         pred = pred[0]
     if pred.ndim != 2 or pred.size == 0:
-        raise InputError(f"saliency map has shape {pred.shape}; pass one map of shape (h, w), (1, h, w) or (1, 1, h, w)")
+        raise InputError(
+            f"saliency map has shape {pred.shape}; pass one map of shape (h, w), (1, h, w) or (1, 1, h, w)"
+        )
     return np.ascontiguousarray(pred, dtype=np.float32)
 
 

@@ -318,8 +318,14 @@ class SceneGenerator:
             object_depth = max(0.3, background * rng.uniform(0.35, 0.72))
             objects.append(
                 _Object(
-                    shape=str(rng.choice(SHAPES)), colour=colour, bgr=bgr, centre=(cx, cy), radius=radius,
-                    angle=float(rng.uniform(0, 360)), depth_m=object_depth, box=box,
+                    shape=str(rng.choice(SHAPES)),
+                    colour=colour,
+                    bgr=bgr,
+                    centre=(cx, cy),
+                    radius=radius,
+                    angle=float(rng.uniform(0, 360)),
+                    depth_m=object_depth,
+                    box=box,
                 )
             )
         # Painter's order: far to near, so nearer objects cover farther ones.
@@ -484,7 +490,9 @@ def contact_sheet(scenes: Sequence[Scene], far_m: float = 6.0) -> np.ndarray:
             cv2.rectangle(colour, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), 1)
             label = f"{obj['colour']} {obj['shape']} {obj['depth_m']:.2f}m"
             cv2.putText(colour, label, (x0 + 2, max(y0 - 3, 9)), cv2.FONT_HERSHEY_PLAIN, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
-            cv2.putText(colour, label, (x0 + 2, max(y0 - 3, 9)), cv2.FONT_HERSHEY_PLAIN, 0.7, (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.putText(
+                colour, label, (x0 + 2, max(y0 - 3, 9)), cv2.FONT_HERSHEY_PLAIN, 0.7, (255, 255, 255), 1, cv2.LINE_AA
+            )
         gap = np.full((scene.bgr.shape[0], 4, 3), 255, np.uint8)
         mask = cv2.cvtColor(scene.mask, cv2.COLOR_GRAY2BGR)
         rows.append(np.hstack([scene.bgr, gap, colour, gap, depth_colormap(scene.depth_m, far_m), gap, mask]))

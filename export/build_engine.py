@@ -45,7 +45,9 @@ def _gpu_count() -> int:
         return 0
 
 
-def build_engines(artifact_dir: Path, precisions: Sequence[str], options: EngineOptions, say: Callable[[str], None] = print) -> Dict[str, Any]:
+def build_engines(
+    artifact_dir: Path, precisions: Sequence[str], options: EngineOptions, say: Callable[[str], None] = print
+) -> Dict[str, Any]:
     """The engine stage: one engine per graph folder and precision, or a plain statement of why none was built.
 
     Returns {"status": "built" | "skipped" | "no-tensorrt" | "cannot-build-here", "reason": ..., "engines": [...]}.
@@ -68,8 +70,10 @@ def build_engines(artifact_dir: Path, precisions: Sequence[str], options: Engine
     described = f"{flavour.name} {flavour.version_string}"
     if _gpu_count() == 0 and not (flavour.targets_compute_capabilities and options.target_sm):
         if flavour.targets_compute_capabilities:
-            reason = (f"{described} is installed but there is no GPU here and no --target-sm; pass --target-sm "
-                      "(86: RTX 30xx, 89: RTX 40xx, 120: RTX 50xx) to build ahead of time")
+            reason = (
+                f"{described} is installed but there is no GPU here and no --target-sm; pass --target-sm "
+                "(86: RTX 30xx, 89: RTX 40xx, 120: RTX 50xx) to build ahead of time"
+            )
         else:
             reason = f"{described} is installed but no CUDA GPU is visible; TensorRT builds on the GPU it will run on"
         say(f"no engine was built: {reason}")
@@ -83,14 +87,27 @@ def build_engines(artifact_dir: Path, precisions: Sequence[str], options: Engine
                 continue
             try:
                 outcome = build_or_reuse(
-                    onnx_path, precision, folder, flavour=options.flavour, target_sm=options.target_sm,
-                    workspace_mib=options.workspace_mb, dla_core=options.dla_core,
+                    onnx_path,
+                    precision,
+                    folder,
+                    flavour=options.flavour,
+                    target_sm=options.target_sm,
+                    workspace_mib=options.workspace_mb,
+                    dla_core=options.dla_core,
                     timing_cache_dir=options.timing_cache,
                 )
             except EngineError as exc:
-                raise EngineError(f"{exc} (the ONNX artifact in {artifact_dir} is complete; rerun with --no-engine to skip engines)") from None
-            engines.append({"engine": str(outcome.engine_path.relative_to(artifact_dir)), "precision": precision,
-                            "reused": outcome.reused, "seconds": round(outcome.seconds, 1)})
+                raise EngineError(
+                    f"{exc} (the ONNX artifact in {artifact_dir} is complete; rerun with --no-engine to skip engines)"
+                ) from None
+            engines.append(
+                {
+                    "engine": str(outcome.engine_path.relative_to(artifact_dir)),
+                    "precision": precision,
+                    "reused": outcome.reused,
+                    "seconds": round(outcome.seconds, 1),
+                }
+            )
     return {"status": "built", "flavour": described, "engines": engines}
 
 
@@ -103,35 +120,71 @@ def _precisions(text: str) -> List[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m export.build_engine", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m export.build_engine", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help=f"one of: {', '.join(known_models())}, or clip:custom")
-    parser.add_argument("--weights", help="checkpoint path, published CLIP name, or random[:SEED]; "
-                        "may be left out for models with demo weights (cdinet-s, clip-demo)")
-    parser.add_argument("--precision", type=_precisions, default=list(PRECISION_CHOICES),
-                        help="variants and engines to build, comma-separated (default fp32,fp16,int8); "
-                        "model.onnx (fp32) is always written as the reference")
-    parser.add_argument("--calib", type=Path, action="append", default=[],
-                        help="stored calibration set (python -m calib.build); once per graph for CLIP; "
-                        "default: synthetic scenes/captions, seed 0")
+    parser.add_argument(
+        "--weights",
+        help="checkpoint path, published CLIP name, or random[:SEED]; "
+        "may be left out for models with demo weights (cdinet-s, clip-demo)",
+    )
+    parser.add_argument(
+        "--precision",
+        type=_precisions,
+        default=list(PRECISION_CHOICES),
+        help="variants and engines to build, comma-separated (default fp32,fp16,int8); "
+        "model.onnx (fp32) is always written as the reference",
+    )
+    parser.add_argument(
+        "--calib",
+        type=Path,
+        action="append",
+        default=[],
+        help="stored calibration set (python -m calib.build); once per graph for CLIP; "
+        "default: synthetic scenes/captions, seed 0",
+    )
     parser.add_argument("--out", type=Path, required=True, help="artifact folder to write (replaced atomically)")
-    parser.add_argument("--size", type=int, help="CDINet input side (multiple of 16) if not the weights' own (default 256)")
-    parser.add_argument("--calib-count", type=int, default=64, help="samples in the default calibration set (default 64)")
+    parser.add_argument(
+        "--size", type=int, help="CDINet input side (multiple of 16) if not the weights' own (default 256)"
+    )
+    parser.add_argument(
+        "--calib-count", type=int, default=64, help="samples in the default calibration set (default 64)"
+    )
     parser.add_argument("--calib-seed", type=int, default=0, help="seed of the default calibration set (default 0)")
-    parser.add_argument("--eval-count", type=int, default=32, help="held-out synthetic scenes for report.json (default 32)")
+    parser.add_argument(
+        "--eval-count", type=int, default=32, help="held-out synthetic scenes for report.json (default 32)"
+    )
     parser.add_argument("--eval-seed", type=int, default=10_000, help="seed of the held-out set (default 10000)")
-    parser.add_argument("--max-batch", type=int, default=8, help="largest batch of the engines' optimization profile (default 8)")
-    parser.add_argument("--max-side", type=int, default=512, help="CDINet: largest H and W of the engines' profile (default 512)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch and ONNX Runtime (default: their own)")
+    parser.add_argument(
+        "--max-batch", type=int, default=8, help="largest batch of the engines' optimization profile (default 8)"
+    )
+    parser.add_argument(
+        "--max-side", type=int, default=512, help="CDINet: largest H and W of the engines' profile (default 512)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="CPU threads for torch and ONNX Runtime (default: their own)"
+    )
     engine = parser.add_argument_group("engines (export.engine)")
     engine.add_argument("--no-engine", action="store_true", help="stop after the ONNX stage")
-    engine.add_argument("--flavour", choices=("tensorrt", "tensorrt_rtx", "trtexec"), help="which TensorRT builds (default: the best installed)")
-    engine.add_argument("--target-sm", action="append", help="TensorRT-RTX ahead-of-time target, e.g. 86, 89, 120 (repeatable)")
+    engine.add_argument(
+        "--flavour",
+        choices=("tensorrt", "tensorrt_rtx", "trtexec"),
+        help="which TensorRT builds (default: the best installed)",
+    )
+    engine.add_argument(
+        "--target-sm", action="append", help="TensorRT-RTX ahead-of-time target, e.g. 86, 89, 120 (repeatable)"
+    )
     engine.add_argument("--workspace-mb", type=int, default=1024, help="builder workspace in MiB (default 1024)")
     engine.add_argument("--dla-core", type=int, help="Jetson DLA core (TensorRT only)")
-    engine.add_argument("--timing-cache", type=Path, help="folder of the TensorRT timing cache (default: the artifact folder)")
-    engine.add_argument("--verify", action="store_true",
-                        help="run each engine on held-out inputs against ONNX Runtime FP32 and add the numbers to report.json")
+    engine.add_argument(
+        "--timing-cache", type=Path, help="folder of the TensorRT timing cache (default: the artifact folder)"
+    )
+    engine.add_argument(
+        "--verify",
+        action="store_true",
+        help="run each engine on held-out inputs against ONNX Runtime FP32 and add the numbers to report.json",
+    )
     return parser
 
 
@@ -172,10 +225,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.perf_counter()
     print(f"[0/5] model: loading {args.model} ({args.weights or 'demo weights'})")
     loaded = load_for_export(args.model, args.weights, args.size)
-    print(f"      {loaded.parameters / 1e6:.2f} M parameters, weights: {loaded.weights['source']} in {time.perf_counter() - start:.1f} s")
+    print(
+        f"      {loaded.parameters / 1e6:.2f} M parameters, weights: {loaded.weights['source']} in {time.perf_counter() - start:.1f} s"
+    )
     options = ExportOptions(
-        precisions=args.precision, calib_paths=args.calib, calib_count=args.calib_count, calib_seed=args.calib_seed,
-        eval_count=args.eval_count, eval_seed=args.eval_seed, threads=args.threads,
+        precisions=args.precision,
+        calib_paths=args.calib,
+        calib_count=args.calib_count,
+        calib_seed=args.calib_seed,
+        eval_count=args.eval_count,
+        eval_seed=args.eval_seed,
+        threads=args.threads,
         profile=Profile(max_batch=args.max_batch, max_side=args.max_side),
     )
     summary = export_artifact(loaded, args.out, options)
@@ -183,8 +243,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _print_summary(summary)
 
     engine_options = EngineOptions(
-        no_engine=args.no_engine, flavour=args.flavour, target_sm=args.target_sm, workspace_mb=args.workspace_mb,
-        dla_core=args.dla_core, timing_cache=args.timing_cache,
+        no_engine=args.no_engine,
+        flavour=args.flavour,
+        target_sm=args.target_sm,
+        workspace_mb=args.workspace_mb,
+        dla_core=args.dla_core,
+        timing_cache=args.timing_cache,
     )
     result = build_engines(args.out, args.precision, engine_options)
     for entry in result["engines"]:
@@ -218,8 +282,10 @@ def _print_summary(summary: Dict[str, Any]) -> None:
             print(line)
     elif "combined" in summary:
         for precision, entry in summary["combined"].items():
-            print(f"  {precision}: zero-shot top-1 agreement {entry['zero_shot_top1_agreement']:.3f}, "
-                  f"recall@1 agreement {entry['retrieval_recall_at_1_agreement']:.3f}")
+            print(
+                f"  {precision}: zero-shot top-1 agreement {entry['zero_shot_top1_agreement']:.3f}, "
+                f"recall@1 agreement {entry['retrieval_recall_at_1_agreement']:.3f}"
+            )
 
 
 def _interrupt_on_sigterm() -> None:

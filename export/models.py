@@ -22,7 +22,14 @@ from torch import nn
 
 from edge_mm.clip.preprocess import ClipPreprocess
 from edge_mm.errors import UsageError, WeightsError
-from edge_mm.registry import CLIP_CONTEXT_LENGTH, CLIP_DEMO, ModelName, demo_weights, preprocess_from_sidecar, read_weights_sidecar
+from edge_mm.registry import (
+    CLIP_CONTEXT_LENGTH,
+    CLIP_DEMO,
+    ModelName,
+    demo_weights,
+    preprocess_from_sidecar,
+    read_weights_sidecar,
+)
 from edge_mm.rgbd import RgbdPreprocess
 
 CLIP_VOCAB_SIZE = 49408
@@ -31,15 +38,96 @@ CLIP_VOCAB_SIZE = 49408
 # build_model on the released checkpoints; open_clip's *-quickgelu configs agree, see the tests).
 # vision_layers: a list for the ModifiedResNet stages, an int for a ViT.
 CLIP_ARCHITECTURES: Dict[str, Dict[str, Any]] = {
-    "RN50": dict(embed_dim=1024, image_resolution=224, vision_layers=[3, 4, 6, 3], vision_width=64, vision_patch_size=None, transformer_width=512, transformer_heads=8, transformer_layers=12),
-    "RN101": dict(embed_dim=512, image_resolution=224, vision_layers=[3, 4, 23, 3], vision_width=64, vision_patch_size=None, transformer_width=512, transformer_heads=8, transformer_layers=12),
-    "RN50x4": dict(embed_dim=640, image_resolution=288, vision_layers=[4, 6, 10, 6], vision_width=80, vision_patch_size=None, transformer_width=640, transformer_heads=10, transformer_layers=12),
-    "RN50x16": dict(embed_dim=768, image_resolution=384, vision_layers=[6, 8, 18, 8], vision_width=96, vision_patch_size=None, transformer_width=768, transformer_heads=12, transformer_layers=12),
-    "RN50x64": dict(embed_dim=1024, image_resolution=448, vision_layers=[3, 15, 36, 10], vision_width=128, vision_patch_size=None, transformer_width=1024, transformer_heads=16, transformer_layers=12),
-    "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32, transformer_width=512, transformer_heads=8, transformer_layers=12),
-    "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16, transformer_width=512, transformer_heads=8, transformer_layers=12),
-    "ViT-L/14": dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024, vision_patch_size=14, transformer_width=768, transformer_heads=12, transformer_layers=12),
-    "ViT-L/14@336px": dict(embed_dim=768, image_resolution=336, vision_layers=24, vision_width=1024, vision_patch_size=14, transformer_width=768, transformer_heads=12, transformer_layers=12),
+    "RN50": dict(
+        embed_dim=1024,
+        image_resolution=224,
+        vision_layers=[3, 4, 6, 3],
+        vision_width=64,
+        vision_patch_size=None,
+        transformer_width=512,
+        transformer_heads=8,
+        transformer_layers=12,
+    ),
+    "RN101": dict(
+        embed_dim=512,
+        image_resolution=224,
+        vision_layers=[3, 4, 23, 3],
+        vision_width=64,
+        vision_patch_size=None,
+        transformer_width=512,
+        transformer_heads=8,
+        transformer_layers=12,
+    ),
+    "RN50x4": dict(
+        embed_dim=640,
+        image_resolution=288,
+        vision_layers=[4, 6, 10, 6],
+        vision_width=80,
+        vision_patch_size=None,
+        transformer_width=640,
+        transformer_heads=10,
+        transformer_layers=12,
+    ),
+    "RN50x16": dict(
+        embed_dim=768,
+        image_resolution=384,
+        vision_layers=[6, 8, 18, 8],
+        vision_width=96,
+        vision_patch_size=None,
+        transformer_width=768,
+        transformer_heads=12,
+        transformer_layers=12,
+    ),
+    "RN50x64": dict(
+        embed_dim=1024,
+        image_resolution=448,
+        vision_layers=[3, 15, 36, 10],
+        vision_width=128,
+        vision_patch_size=None,
+        transformer_width=1024,
+        transformer_heads=16,
+        transformer_layers=12,
+    ),
+    "ViT-B/32": dict(
+        embed_dim=512,
+        image_resolution=224,
+        vision_layers=12,
+        vision_width=768,
+        vision_patch_size=32,
+        transformer_width=512,
+        transformer_heads=8,
+        transformer_layers=12,
+    ),
+    "ViT-B/16": dict(
+        embed_dim=512,
+        image_resolution=224,
+        vision_layers=12,
+        vision_width=768,
+        vision_patch_size=16,
+        transformer_width=512,
+        transformer_heads=8,
+        transformer_layers=12,
+    ),
+    "ViT-L/14": dict(
+        embed_dim=768,
+        image_resolution=224,
+        vision_layers=24,
+        vision_width=1024,
+        vision_patch_size=14,
+        transformer_width=768,
+        transformer_heads=12,
+        transformer_layers=12,
+    ),
+    "ViT-L/14@336px": dict(
+        embed_dim=768,
+        image_resolution=336,
+        vision_layers=24,
+        vision_width=1024,
+        vision_patch_size=14,
+        transformer_width=768,
+        transformer_heads=12,
+        transformer_layers=12,
+    ),
 }
 for _config in CLIP_ARCHITECTURES.values():
     _config.update(context_length=CLIP_CONTEXT_LENGTH, vocab_size=CLIP_VOCAB_SIZE)
@@ -74,7 +162,7 @@ def parse_random(text: str) -> Optional[int]:
     if text == "random":
         return 0
     if text.startswith("random:"):
-        seed = text[len("random:"):]
+        seed = text[len("random:") :]
         if not seed.isdigit():
             raise UsageError(f"--weights {text!r}: the seed must be a non-negative integer, as in random:3")
         return int(seed)
@@ -160,7 +248,9 @@ def _check_architecture(name: ModelName, config: Dict[str, Any], where: str) -> 
     got = {k: config[k] for k in expected}
     if got != expected:
         diffs = ", ".join(f"{k}={got[k]} (expected {expected[k]})" for k in expected if got[k] != expected[k])
-        raise WeightsError(f"{where} is not a {name.variant} CLIP: {diffs}; pass --model clip:custom for other architectures")
+        raise WeightsError(
+            f"{where} is not a {name.variant} CLIP: {diffs}; pass --model clip:custom for other architectures"
+        )
 
 
 def load_clip(name: ModelName, weights: Optional[str]) -> LoadedModel:
@@ -171,11 +261,17 @@ def load_clip(name: ModelName, weights: Optional[str]) -> LoadedModel:
         if path is not None and path.is_file():
             weights, source = str(path), "demo"
         elif path is not None:
-            raise WeightsError(f"the demo weights of {name.text} are not in this checkout ({path}); pass --weights PATH or --weights random")
+            raise WeightsError(
+                f"the demo weights of {name.text} are not in this checkout ({path}); pass --weights PATH or --weights random"
+            )
         else:
             raise UsageError(
                 f"--weights is required for {name.text}: pass a checkpoint path, "
-                + (f"the published name ({name.variant}, downloaded once and verified), " if name.variant in PUBLISHED else "")
+                + (
+                    f"the published name ({name.variant}, downloaded once and verified), "
+                    if name.variant in PUBLISHED
+                    else ""
+                )
                 + "or random[:SEED]"
             )
     else:
@@ -195,15 +291,23 @@ def load_clip(name: ModelName, weights: Optional[str]) -> LoadedModel:
         info: Dict[str, Any] = {"source": "random", "seed": seed, "sha256": state_dict_sha256(module)}
     else:
         if weights in PUBLISHED and weights != name.variant and name.variant in CLIP_ARCHITECTURES:
-            raise WeightsError(f"--weights {weights} are the published {weights} weights, not {name.variant}; pass --weights {name.variant}")
+            raise WeightsError(
+                f"--weights {weights} are the published {weights} weights, not {name.variant}; pass --weights {name.variant}"
+            )
         module, _ = load(weights)  # strict; WeightsError / DownloadError on problems
         source = "published" if weights in PUBLISHED else source
-        info = {"source": source, ("name" if source == "published" else "path"): str(weights), "sha256": module.source_sha256}
+        info = {
+            "source": source,
+            ("name" if source == "published" else "path"): str(weights),
+            "sha256": module.source_sha256,
+        }
     config = clip_config_of(module)
     _check_architecture(name, config, f"--weights {weights}")
     if name.variant == CLIP_DEMO and source == "demo":
         info["demo"] = True
-    return LoadedModel(name, module.float().eval(), info, ClipPreprocess.for_resolution(module.image_resolution), config)
+    return LoadedModel(
+        name, module.float().eval(), info, ClipPreprocess.for_resolution(module.image_resolution), config
+    )
 
 
 def load_model(name: ModelName, weights: Optional[str]) -> LoadedModel:

@@ -126,8 +126,12 @@ def cdinet_graph(loaded: LoadedModel, profile: Profile = Profile()) -> Graph:
     spec = _fill_spec(spec, loaded, {"cdinet": loaded.config})
     axes = {0: "batch", 2: "height", 3: "width"}
     return Graph(
-        "model", SaliencyProbabilities(loaded.module).eval(), ["rgb", "depth"], ["saliency"],
-        {"rgb": axes, "depth": axes, "saliency": axes}, spec,
+        "model",
+        SaliencyProbabilities(loaded.module).eval(),
+        ["rgb", "depth"],
+        ["saliency"],
+        {"rgb": axes, "depth": axes, "saliency": axes},
+        spec,
     )
 
 
@@ -138,10 +142,22 @@ def clip_graphs(loaded: LoadedModel, profile: Profile = Profile()) -> List[Graph
     text_spec = clip_text_spec(loaded.name.text, clip.context_length, clip.embed_dim, batch=profile.batch)
     image_spec, text_spec = _fill_spec(image_spec, loaded, extra), _fill_spec(text_spec, loaded, extra)
     return [
-        Graph("image", NormalizedImageEmbeddings(clip).eval(), ["image"], ["image_embeds"],
-              {"image": {0: "batch"}, "image_embeds": {0: "batch"}}, image_spec),
-        Graph("text", NormalizedTextEmbeddings(clip).eval(), ["input_ids"], ["text_embeds"],
-              {"input_ids": {0: "batch"}, "text_embeds": {0: "batch"}}, text_spec),
+        Graph(
+            "image",
+            NormalizedImageEmbeddings(clip).eval(),
+            ["image"],
+            ["image_embeds"],
+            {"image": {0: "batch"}, "image_embeds": {0: "batch"}},
+            image_spec,
+        ),
+        Graph(
+            "text",
+            NormalizedTextEmbeddings(clip).eval(),
+            ["input_ids"],
+            ["text_embeds"],
+            {"input_ids": {0: "batch"}, "text_embeds": {0: "batch"}},
+            text_spec,
+        ),
     ]
 
 
@@ -164,7 +180,9 @@ def check_model(model: onnx.ModelProto, what: str) -> None:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"{what} fails the ONNX checker ({first}); report this with the model name and weights") from None
+        raise ExportError(
+            f"{what} fails the ONNX checker ({first}); report this with the model name and weights"
+        ) from None
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < OPSET:
         raise ExportError(f"{what} has opset {opset}, below {OPSET}; export with this edge-mm version")
@@ -182,9 +200,15 @@ def export_graph(graph: Graph, path: Path) -> onnx.ModelProto:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         try:
             torch.onnx.export(
-                graph.module, inputs, str(path),
-                input_names=graph.input_names, output_names=graph.output_names,
-                dynamic_axes=graph.dynamic_axes, opset_version=OPSET, do_constant_folding=True, dynamo=False,
+                graph.module,
+                inputs,
+                str(path),
+                input_names=graph.input_names,
+                output_names=graph.output_names,
+                dynamic_axes=graph.dynamic_axes,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
             )
         except Exception as exc:  # the exporter raises many types (SymbolicValueError, RuntimeError, ...)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -199,4 +223,3 @@ def export_graph(graph: Graph, path: Path) -> onnx.ModelProto:
     check_model(model, f"the exported {graph.spec.kind} graph")
     onnx.save(model, str(path))
     return model
-

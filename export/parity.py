@@ -92,7 +92,9 @@ def ort_session(path, threads: int = 0):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def check_parity(graph: Graph, onnx_path, cases: List[Case], references: List[Dict[str, np.ndarray]], threads: int = 0) -> Dict[str, Any]:
+def check_parity(
+    graph: Graph, onnx_path, cases: List[Case], references: List[Dict[str, np.ndarray]], threads: int = 0
+) -> Dict[str, Any]:
     """Run the ONNX file on every case, compare with the torch references, raise ExportError past the gate."""
     session = ort_session(onnx_path, threads)
     is_cdinet = graph.spec.kind == "cdinet"
@@ -111,8 +113,17 @@ def check_parity(graph: Graph, onnx_path, cases: List[Case], references: List[Di
         gate = {"cosine_at_least": CLIP_MIN_COSINE}
         passed = worst_cos >= CLIP_MIN_COSINE
         failure = f"the worst cosine(torch, onnx) is {worst_cos:.7f} < {CLIP_MIN_COSINE}"
-    report = {"reference": "pytorch eager fp32 (cpu)", "runtime": "onnxruntime cpu", "gate": gate, "cases": results,
-              "max_abs": worst_abs, "cosine_min": worst_cos, "passed": bool(passed)}
+    report = {
+        "reference": "pytorch eager fp32 (cpu)",
+        "runtime": "onnxruntime cpu",
+        "gate": gate,
+        "cases": results,
+        "max_abs": worst_abs,
+        "cosine_min": worst_cos,
+        "passed": bool(passed),
+    }
     if not passed:
-        raise ExportError(f"the {graph.spec.kind} ONNX graph does not match PyTorch: {failure}; the export is wrong, nothing was written")
+        raise ExportError(
+            f"the {graph.spec.kind} ONNX graph does not match PyTorch: {failure}; the export is wrong, nothing was written"
+        )
     return report

@@ -83,7 +83,9 @@ def check_out_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; choose a folder path")
     if out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in ARTIFACT_MARKERS):
-        raise UsageError(f"--out {out} is a non-empty folder that is not an edge-mm artifact; choose a new or empty folder")
+        raise UsageError(
+            f"--out {out} is a non-empty folder that is not an edge-mm artifact; choose a new or empty folder"
+        )
     parent = out.parent
     probe = parent
     while not probe.exists():
@@ -96,7 +98,9 @@ def check_out_dir(out: Path) -> None:
         marker.mkdir()
         marker.rmdir()
     except OSError as exc:
-        raise UsageError(f"--out {out} is not writable ({exc.strerror or exc}); choose a folder you can write to") from None
+        raise UsageError(
+            f"--out {out} is not writable ({exc.strerror or exc}); choose a folder you can write to"
+        ) from None
 
 
 # ---- calibration ----------------------------------------------------------------------------------
@@ -126,10 +130,17 @@ def load_calibration_sets(paths: Sequence[Path], specs: Sequence[ModelSpec]) -> 
 
 def default_calibration(spec: ModelSpec, count: int, seed: int) -> CalibrationSet:
     arrays = sample(spec, "synthetic", count, seed, progress=False)
-    manifest = {"model": spec.name, "kind": spec.kind, "source": "synthetic", "seed": seed, "count": count,
-                "spec_digest": spec.digest(), "file": None,
-                "rebuild": f"python -m calib.build --model {spec.name} --source synthetic --count {count} --seed {seed}"
-                + (" --graph text" if spec.kind == "clip-text" else "")}
+    manifest = {
+        "model": spec.name,
+        "kind": spec.kind,
+        "source": "synthetic",
+        "seed": seed,
+        "count": count,
+        "spec_digest": spec.digest(),
+        "file": None,
+        "rebuild": f"python -m calib.build --model {spec.name} --source synthetic --count {count} --seed {seed}"
+        + (" --graph text" if spec.kind == "clip-text" else ""),
+    }
     return CalibrationSet(manifest=manifest, arrays=arrays)
 
 
@@ -225,11 +236,15 @@ def cdinet_int8(fp32: onnx.ModelProto, spec: ModelSpec, feeds, folder: Path, opt
         model, policy = variants.search_cdinet_int8(fp32, feeds, score, options.int8_budget, progress=say)
     finally:
         probe.unlink(missing_ok=True)
-    policy["search"].update(selection={"source": "synthetic", "seed": report.SELECTION_SEED, "count": options.selection_count})
+    policy["search"].update(
+        selection={"source": "synthetic", "seed": report.SELECTION_SEED, "count": options.selection_count}
+    )
     return model, policy
 
 
-def make_variants(graph: Graph, folder: Path, calib_set: Optional[CalibrationSet], options: ExportOptions, say) -> Dict[str, Any]:
+def make_variants(
+    graph: Graph, folder: Path, calib_set: Optional[CalibrationSet], options: ExportOptions, say
+) -> Dict[str, Any]:
     fp32 = onnx.load(str(folder / FILES["fp32"]))
     policies: Dict[str, Any] = {}
     if "fp16" in options.precisions:
@@ -251,8 +266,12 @@ def make_variants(graph: Graph, folder: Path, calib_set: Optional[CalibrationSet
 
 
 def _evaluation_header(options: ExportOptions) -> Dict[str, Any]:
-    return {"source": "synthetic", "seed": options.eval_seed, "scenes": options.eval_count,
-            "runtime": "onnxruntime cpu (runtime.backends.onnxruntime)"}
+    return {
+        "source": "synthetic",
+        "seed": options.eval_seed,
+        "scenes": options.eval_count,
+        "runtime": "onnxruntime cpu (runtime.backends.onnxruntime)",
+    }
 
 
 def evaluate_cdinet(results: List[GraphResult], options: ExportOptions) -> tuple:
@@ -260,8 +279,11 @@ def evaluate_cdinet(results: List[GraphResult], options: ExportOptions) -> tuple
     (only,) = results
     eval_set = report.cdinet_eval_set(only.graph.spec, options.eval_count, options.eval_seed)
     only.report["variants"] = report.cdinet_report(only.paths, eval_set, options.threads)
-    header = dict(_evaluation_header(options), size=list(only.graph.spec.preprocess["size"]),
-                  s_measure_tolerance=report.SOD_TOLERANCE)
+    header = dict(
+        _evaluation_header(options),
+        size=list(only.graph.spec.preprocess["size"]),
+        s_measure_tolerance=report.SOD_TOLERANCE,
+    )
     return header, {}
 
 
@@ -270,16 +292,25 @@ def evaluate_clip(results: List[GraphResult], options: ExportOptions) -> tuple:
     image, text = results
     eval_set = report.clip_eval_set(image.graph.spec, text.graph.spec, options.eval_count, options.eval_seed)
     images, texts = report.clip_embeddings(image.paths, text.paths, eval_set, options.threads)
-    image.report["variants"], text.report["variants"], combined = report.clip_variant_scores(images, texts, eval_set["crop_labels"])
-    header = dict(_evaluation_header(options), crops=len(eval_set["crops"]), classes=len(report.class_names()),
-                  captions=len(eval_set["captions"]), prompt=report.CLIP_PROMPT)
+    image.report["variants"], text.report["variants"], combined = report.clip_variant_scores(
+        images, texts, eval_set["crop_labels"]
+    )
+    header = dict(
+        _evaluation_header(options),
+        crops=len(eval_set["crops"]),
+        classes=len(report.class_names()),
+        captions=len(eval_set["captions"]),
+        prompt=report.CLIP_PROMPT,
+    )
     return header, {"combined": combined}
 
 
 # ---- the whole artifact ------------------------------------------------------------------------------
 
 
-def export_artifact(loaded: LoadedModel, out: Path, options: ExportOptions = ExportOptions(), say: Callable[[str], None] = print) -> Dict[str, Any]:
+def export_artifact(
+    loaded: LoadedModel, out: Path, options: ExportOptions = ExportOptions(), say: Callable[[str], None] = print
+) -> Dict[str, Any]:
     """Write the artifact of `loaded` to `out` (atomically); returns the top-level report."""
     unknown = sorted(set(options.precisions) - set(PRECISIONS))
     if unknown:
@@ -305,17 +336,26 @@ def export_artifact(loaded: LoadedModel, out: Path, options: ExportOptions = Exp
             for r in results:
                 r.report["parity"] = export_fp32(r.graph, r.folder, options.threads)
                 r.paths["fp32"] = r.folder / FILES["fp32"]
-                say(f"      {r.graph.spec.kind}: parity max|diff| {r.report['parity']['max_abs']:.2e}, "
-                    f"min cosine {r.report['parity']['cosine_min']:.7f}")
+                say(
+                    f"      {r.graph.spec.kind}: parity max|diff| {r.report['parity']['max_abs']:.2e}, "
+                    f"min cosine {r.report['parity']['cosine_min']:.7f}"
+                )
 
-        with progress.stage("calibration", "checking the given set(s)" if given else f"synthetic, {options.calib_count} samples, seed {options.calib_seed}"):
+        with progress.stage(
+            "calibration",
+            "checking the given set(s)"
+            if given
+            else f"synthetic, {options.calib_count} samples, seed {options.calib_seed}",
+        ):
             sets: Dict[str, Optional[CalibrationSet]] = {}
             for r in results:
                 kind = r.graph.spec.kind
                 if not wants_int8:
                     sets[kind] = None
                     continue
-                sets[kind] = given.get(kind) or default_calibration(r.graph.spec, options.calib_count, options.calib_seed)
+                sets[kind] = given.get(kind) or default_calibration(
+                    r.graph.spec, options.calib_count, options.calib_seed
+                )
                 manifest = dict(sets[kind].manifest, count=sets[kind].count)
                 r.report["calibration"] = manifest
                 write_json(r.folder / CALIBRATION, manifest)
@@ -327,12 +367,17 @@ def export_artifact(loaded: LoadedModel, out: Path, options: ExportOptions = Exp
                     if (r.folder / FILES[precision]).is_file():
                         r.paths[precision] = r.folder / FILES[precision]
 
-        with progress.stage("evaluation", f"variants vs fp32 on held-out synthetic data (seed {options.eval_seed}, {options.eval_count} scenes)"):
+        with progress.stage(
+            "evaluation",
+            f"variants vs fp32 on held-out synthetic data (seed {options.eval_seed}, {options.eval_count} scenes)",
+        ):
             evaluation, summary = (evaluate_clip if is_clip else evaluate_cdinet)(results, options)
             for r in results:
                 r.report["evaluation"] = evaluation
 
-        with progress.stage("checks", "TensorRT-RTX ONNX parser on every file" if options.trt_parse_check else "skipped"):
+        with progress.stage(
+            "checks", "TensorRT-RTX ONNX parser on every file" if options.trt_parse_check else "skipped"
+        ):
             for r in results:
                 r.report["files"] = {p: file_entry(path) for p, path in r.paths.items()}
                 if options.trt_parse_check:
@@ -342,18 +387,25 @@ def export_artifact(loaded: LoadedModel, out: Path, options: ExportOptions = Exp
         for r in results:
             r.report["timings_s"] = dict(progress.timings)
             write_json(r.folder / REPORT, r.report)
-        top = results[0].report if not is_clip else {
-            "format": REPORT_FORMAT,
-            "model": loaded.name.text,
-            "kind": "clip",
-            "edge_mm": EDGE_MM_VERSION,
-            "weights": loaded.weights,
-            "graphs": {r.graph.role: f"{r.graph.role}/" for r in results},
-            "parity": {r.graph.role: {k: r.report["parity"][k] for k in ("max_abs", "cosine_min", "passed")} for r in results},
-            "evaluation": evaluation,
-            **summary,
-            "timings_s": dict(progress.timings),
-        }
+        top = (
+            results[0].report
+            if not is_clip
+            else {
+                "format": REPORT_FORMAT,
+                "model": loaded.name.text,
+                "kind": "clip",
+                "edge_mm": EDGE_MM_VERSION,
+                "weights": loaded.weights,
+                "graphs": {r.graph.role: f"{r.graph.role}/" for r in results},
+                "parity": {
+                    r.graph.role: {k: r.report["parity"][k] for k in ("max_abs", "cosine_min", "passed")}
+                    for r in results
+                },
+                "evaluation": evaluation,
+                **summary,
+                "timings_s": dict(progress.timings),
+            }
+        )
         if is_clip:
             write_json(tmp / REPORT, top)
     return top
@@ -365,4 +417,3 @@ def graph_folders(out: Path) -> List[Path]:
     if (out / "image").is_dir() or (out / "text").is_dir():
         return [p for p in (out / "image", out / "text") if p.is_dir()]
     return [out]
-

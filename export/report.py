@@ -41,9 +41,9 @@ CDINET_BATCH = 1
 
 def run_onnx(path: Path, feeds: Dict[str, np.ndarray], threads: int = 0, batch: int = BATCH) -> np.ndarray:
     """The single output of `path` on `feeds`, in batches, through the runtime's ONNX Runtime backend."""
-    from runtime.backends.onnxruntime import OnnxRuntimeBackend
-
     from tqdm import tqdm
+
+    from runtime.backends.onnxruntime import OnnxRuntimeBackend
 
     total = len(next(iter(feeds.values())))
     outputs = []
@@ -203,13 +203,23 @@ def _cosines(reference: Dict[str, np.ndarray], candidate: Dict[str, np.ndarray])
     return {"cosine_min": stats["cosine_min"], "cosine_mean": stats["cosine_mean"], "max_abs": stats["max_abs"]}
 
 
-def clip_embeddings(image_paths: Dict[str, Path], text_paths: Dict[str, Path], eval_set: Dict[str, Any], threads: int = 0):
-    images = {p: {k: run_onnx(path, {"image": eval_set[k]}, threads) for k in ("crops", "scene_images")} for p, path in image_paths.items()}
-    texts = {p: {k: run_onnx(path, {"input_ids": eval_set[k]}, threads) for k in ("class_ids", "captions")} for p, path in text_paths.items()}
+def clip_embeddings(
+    image_paths: Dict[str, Path], text_paths: Dict[str, Path], eval_set: Dict[str, Any], threads: int = 0
+):
+    images = {
+        p: {k: run_onnx(path, {"image": eval_set[k]}, threads) for k in ("crops", "scene_images")}
+        for p, path in image_paths.items()
+    }
+    texts = {
+        p: {k: run_onnx(path, {"input_ids": eval_set[k]}, threads) for k in ("class_ids", "captions")}
+        for p, path in text_paths.items()
+    }
     return images, texts
 
 
-def clip_variant_scores(images: Dict[str, Dict[str, np.ndarray]], texts: Dict[str, Dict[str, np.ndarray]], labels: np.ndarray) -> Tuple[Dict, Dict, Dict]:
+def clip_variant_scores(
+    images: Dict[str, Dict[str, np.ndarray]], texts: Dict[str, Dict[str, np.ndarray]], labels: np.ndarray
+) -> Tuple[Dict, Dict, Dict]:
     """(image graph report, text graph report, both graphs together) per precision.
 
     An image variant is scored with FP32 text embeddings, a text variant with FP32 image

@@ -89,7 +89,9 @@ def shapes_read_float(model: onnx.ModelProto) -> int:
     return rewired
 
 
-def make_int8(model: onnx.ModelProto, feeds: Sequence[Feeds], exclude: Sequence[str] = ()) -> Tuple[onnx.ModelProto, int]:
+def make_int8(
+    model: onnx.ModelProto, feeds: Sequence[Feeds], exclude: Sequence[str] = ()
+) -> Tuple[onnx.ModelProto, int]:
     """(INT8 Q/DQ model, number of Shape reads moved off DQ outputs)."""
     quantized = to_int8_qdq(model, list(feeds), exclude_nodes=list(exclude), calibration_method="minmax", progress=True)
     rewired = shapes_read_float(quantized)

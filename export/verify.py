@@ -45,8 +45,9 @@ def engine_cannot_run_here(engine_path: Path) -> str:
     return trt_backend.machine_mismatch(sidecar, trt_backend.installed_version(flavour), sm) or ""
 
 
-def verify_folder(folder: Path, engines: List[Dict[str, Any]], count: int = 8, batch: int = 1,
-                  say: Callable[[str], None] = print) -> Dict[str, Any]:
+def verify_folder(
+    folder: Path, engines: List[Dict[str, Any]], count: int = 8, batch: int = 1, say: Callable[[str], None] = print
+) -> Dict[str, Any]:
     """Compare each engine of one graph folder with ONNX Runtime FP32; record and return the results."""
     from runtime.backends.tensorrt import TensorRTBackend
 
@@ -64,10 +65,20 @@ def verify_folder(folder: Path, engines: List[Dict[str, Any]], count: int = 8, b
             continue
         with TensorRTBackend.from_artifact(folder, entry["precision"]) as engine:
             measured = compare_outputs(expected, _run(engine, feeds, batch))
-        results[engine_path.name] = {"status": "compared", "precision": entry["precision"], "samples": count,
-                                     "seed": VERIFY_SEED, "reference": "onnxruntime cpu fp32", "outputs": measured}
-        say(f"verify {engine_path.name}: " + ", ".join(
-            f"{name} max |d| {m['max_abs']:.2e} cosine min {m['cosine_min']:.6f}" for name, m in measured.items()))
+        results[engine_path.name] = {
+            "status": "compared",
+            "precision": entry["precision"],
+            "samples": count,
+            "seed": VERIFY_SEED,
+            "reference": "onnxruntime cpu fp32",
+            "outputs": measured,
+        }
+        say(
+            f"verify {engine_path.name}: "
+            + ", ".join(
+                f"{name} max |d| {m['max_abs']:.2e} cosine min {m['cosine_min']:.6f}" for name, m in measured.items()
+            )
+        )
     report = artifact.report()
     report["engines"] = {**report.get("engines", {}), **results}
     write_json(folder / "report.json", report, indent=2)

@@ -119,7 +119,9 @@ def read_onnx_metadata(path: Union[str, Path]) -> Dict[str, str]:
     except FileNotFoundError:
         raise ArtifactError(f"no ONNX file at {path}; export it with `{build_command(path.parent)}`") from None
     except (_Corrupt, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path} is not a readable ONNX file ({exc}); re-export it with `{build_command(path.parent)}`") from None
+        raise ArtifactError(
+            f"{path} is not a readable ONNX file ({exc}); re-export it with `{build_command(path.parent)}`"
+        ) from None
     except OSError as exc:
         raise ArtifactError(f"cannot read {path} ({exc.strerror}); check the path and its permissions") from None
 
@@ -225,11 +227,17 @@ class Artifact:
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise ArtifactError(f"artifact {self.path} has no {REPORT_FILE}; rebuild it with `{build_command(self.path, self._model_name())}`") from None
+            raise ArtifactError(
+                f"artifact {self.path} has no {REPORT_FILE}; rebuild it with `{build_command(self.path, self._model_name())}`"
+            ) from None
         except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{path} is unreadable ({exc}); rebuild it with `{build_command(self.path, self._model_name())}`") from None
+            raise ArtifactError(
+                f"{path} is unreadable ({exc}); rebuild it with `{build_command(self.path, self._model_name())}`"
+            ) from None
         if not isinstance(data, dict):
-            raise ArtifactError(f"{path} is not a JSON object; rebuild it with `{build_command(self.path, self._model_name())}`")
+            raise ArtifactError(
+                f"{path} is not a JSON object; rebuild it with `{build_command(self.path, self._model_name())}`"
+            )
         return data
 
     def _model_name(self) -> str:

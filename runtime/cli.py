@@ -82,34 +82,84 @@ def build_parser() -> argparse.ArgumentParser:
     from runtime.sources import SOURCE_FORMS
 
     p = _Parser(prog="edge-mm-run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="FILE.toml", help=f"TOML file with any of these options (flags override it; default ${CONFIG_ENV})")
+    p.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help=f"TOML file with any of these options (flags override it; default ${CONFIG_ENV})",
+    )
     p.add_argument("--print-config", action="store_true", help="print the effective settings as TOML and exit")
     g = p.add_argument_group("model")
     g.add_argument("--model", metavar="DIR", help=f"artifact folder (default ${MODEL_ENV} or {DEFAULT_MODEL_DIR})")
-    g.add_argument("--backend", choices=BACKENDS, default="auto", help="default auto: TensorRT engine > ORT CUDA > ORT CPU")
-    g.add_argument("--precision", choices=PRECISIONS, default="auto", help="model variant (default auto, see docs/runtime.md)")
-    g.add_argument("--threads", type=_positive_int, metavar="N", help="ONNX Runtime intra-op threads (default: its own)")
-    g.add_argument("--workers", type=_positive_int, metavar="K", help="threads each for preprocessing and rendering (default 1 on CPU, 2 on GPU)")
-    g.add_argument("--threshold", type=_fraction, default=0.5, metavar="T", help="saliency threshold of the mask and box; 0 = heat map only (default 0.5)")
+    g.add_argument(
+        "--backend", choices=BACKENDS, default="auto", help="default auto: TensorRT engine > ORT CUDA > ORT CPU"
+    )
+    g.add_argument(
+        "--precision", choices=PRECISIONS, default="auto", help="model variant (default auto, see docs/runtime.md)"
+    )
+    g.add_argument(
+        "--threads", type=_positive_int, metavar="N", help="ONNX Runtime intra-op threads (default: its own)"
+    )
+    g.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="K",
+        help="threads each for preprocessing and rendering (default 1 on CPU, 2 on GPU)",
+    )
+    g.add_argument(
+        "--threshold",
+        type=_fraction,
+        default=0.5,
+        metavar="T",
+        help="saliency threshold of the mask and box; 0 = heat map only (default 0.5)",
+    )
     s = p.add_argument_group("source")
-    s.add_argument("--camera", "--source", dest="camera", default="auto", metavar="URI",
-                   help=f"auto (RealSense if plugged in, else synthetic), {SOURCE_FORMS}")
-    s.add_argument("--frames", type=_positive_int, metavar="N", help=f"stop after N frames (synthetic default {DEFAULT_SYNTHETIC_FRAMES})")
+    s.add_argument(
+        "--camera",
+        "--source",
+        dest="camera",
+        default="auto",
+        metavar="URI",
+        help=f"auto (RealSense if plugged in, else synthetic), {SOURCE_FORMS}",
+    )
+    s.add_argument(
+        "--frames",
+        type=_positive_int,
+        metavar="N",
+        help=f"stop after N frames (synthetic default {DEFAULT_SYNTHETIC_FRAMES})",
+    )
     s.add_argument("--loop", action="store_true", help="replay a recording or folder (synthetic: run until stopped)")
-    s.add_argument("--size", type=_size, metavar="WxH", help="capture size WIDTHxHEIGHT (RealSense, synthetic; default 640x480)")
-    s.add_argument("--fps", type=float, metavar="FPS", help="RealSense frame rate; for synthetic scenes, pace them like a camera")
+    s.add_argument(
+        "--size", type=_size, metavar="WxH", help="capture size WIDTHxHEIGHT (RealSense, synthetic; default 640x480)"
+    )
+    s.add_argument(
+        "--fps", type=float, metavar="FPS", help="RealSense frame rate; for synthetic scenes, pace them like a camera"
+    )
     s.add_argument("--record", metavar="FILE.db3", help="RealSense only: also record the raw streams to FILE.db3")
     o = p.add_argument_group("outputs")
     o.add_argument("--headless", action="store_true", help="no window (automatic without a display or GUI)")
     o.add_argument("--window", action="store_true", help="require a window (error if none can open)")
     o.add_argument("--out", metavar="FILE.mp4", help="annotated video FILE.mp4 (or .avi)")
-    o.add_argument("--out-fps", type=float, metavar="FPS", help="frame rate written into the video (default: the source's, or 30)")
-    o.add_argument("--serve", metavar="HOST:PORT", help="MJPEG stream and status page on HOST:PORT (host defaults to 127.0.0.1)")
+    o.add_argument(
+        "--out-fps", type=float, metavar="FPS", help="frame rate written into the video (default: the source's, or 30)"
+    )
+    o.add_argument(
+        "--serve", metavar="HOST:PORT", help="MJPEG stream and status page on HOST:PORT (host defaults to 127.0.0.1)"
+    )
     o.add_argument("--events", metavar="FILE.jsonl", help="JSON lines, one per frame: time, box, score, depth")
-    o.add_argument("--stats", metavar="FILE.json", help="write the run's statistics as JSON to FILE (updated while running)")
-    o.add_argument("--stats-interval", type=float, default=5.0, metavar="S", help="seconds between progress prints (0: none; default 5)")
+    o.add_argument(
+        "--stats", metavar="FILE.json", help="write the run's statistics as JSON to FILE (updated while running)"
+    )
+    o.add_argument(
+        "--stats-interval",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds between progress prints (0: none; default 5)",
+    )
     o.add_argument("--snapshot-dir", metavar="DIR", help="where s (snapshot) and r (record) write (default runs/)")
-    o.add_argument("--alpha", type=float, default=0.5, metavar="A", help="heat-map opacity at probability 1 (default 0.5)")
+    o.add_argument(
+        "--alpha", type=float, default=0.5, metavar="A", help="heat-map opacity at probability 1 (default 0.5)"
+    )
     o.add_argument("--colormap", choices=sorted(COLORMAPS), default="jet", help="heat-map colours (default jet)")
     o.add_argument("--no-overlay", action="store_true", help="start with the heat map off (o toggles it)")
     o.add_argument("--quiet", action="store_true", help="print only warnings, errors and the summary")
@@ -200,7 +250,9 @@ def resolve_camera(camera: str, say) -> str:
     return "synthetic"
 
 
-def source_options(args: argparse.Namespace, uri: str, config_options: Dict[str, Any], frames: Optional[int]) -> Dict[str, Any]:
+def source_options(
+    args: argparse.Namespace, uri: str, config_options: Dict[str, Any], frames: Optional[int]
+) -> Dict[str, Any]:
     from runtime.sources import parse_source_uri
 
     kind, _ = parse_source_uri(uri)
@@ -252,6 +304,21 @@ def _write_stats(path: Path, summary: Dict[str, Any]) -> None:
     write_json(path, summary, indent=2, default=str)
 
 
+def _measure_model_alone(model: Any, console: Any) -> Dict[str, Any]:
+    """The model's own speed, timed before the run with nothing else running (it doubles as the
+    backend's warm-up), so the summary's pipeline/model ratio compares two real measurements."""
+    import numpy as np
+
+    from edge_mm.rgbd import RgbdPreprocess
+    from runtime.stats import measure_model_alone
+
+    height, width = RgbdPreprocess.from_dict(model.spec.preprocess).size
+    feeds = model.preprocess(np.zeros((height, width, 3), np.uint8), np.ones((height, width), np.float32))
+    alone = measure_model_alone(lambda: model.infer(feeds))
+    console.say(f"model alone: {alone['fps']:.1f} FPS ({alone['median_ms']:.1f} ms median of {alone['runs']} runs)")
+    return alone
+
+
 def _sigterm_as_interrupt():
     """SIGTERM (docker stop, systemd) ends the run like Ctrl-C, so outputs are closed cleanly."""
     if threading.current_thread() is not threading.main_thread():
@@ -286,14 +353,24 @@ def plan_outputs(args: argparse.Namespace, console: "_Console") -> OutputPlan:
     window = gui_ok and not args.headless
     if not window and not args.headless:
         console.say(f"headless: {no_gui_reason}")
-    plan = OutputPlan(window, args.out, args.events, args.stats,
-                      parse_host_port(args.serve) if args.serve else None,
-                      Path(args.snapshot_dir) if args.snapshot_dir else RUNS_DIR)
+    plan = OutputPlan(
+        window,
+        args.out,
+        args.events,
+        args.stats,
+        parse_host_port(args.serve) if args.serve else None,
+        Path(args.snapshot_dir) if args.snapshot_dir else RUNS_DIR,
+    )
     if not window and not (args.out or args.serve or args.events or args.stats):
         run_dir = default_run_dir()
-        plan.out, plan.events, plan.stats = (str(run_dir / "annotated.mp4"), str(run_dir / "events.jsonl"),
-                                             str(run_dir / "stats.json"))
-        console.say(f"outputs: none named and no window, so writing to {run_dir}/ (--out/--events/--stats/--serve to choose)")
+        plan.out, plan.events, plan.stats = (
+            str(run_dir / "annotated.mp4"),
+            str(run_dir / "events.jsonl"),
+            str(run_dir / "stats.json"),
+        )
+        console.say(
+            f"outputs: none named and no window, so writing to {run_dir}/ (--out/--events/--stats/--serve to choose)"
+        )
     if plan.out:
         check_video_path(plan.out)
     return plan
@@ -302,7 +379,9 @@ def plan_outputs(args: argparse.Namespace, console: "_Console") -> OutputPlan:
 class _Session:
     """One run's open things (window, sinks, recording) and the key actions between frames."""
 
-    def __init__(self, args: argparse.Namespace, plan: OutputPlan, console: "_Console", stats: Any, out_fps: float) -> None:
+    def __init__(
+        self, args: argparse.Namespace, plan: OutputPlan, console: "_Console", stats: Any, out_fps: float
+    ) -> None:
         from runtime.sinks.window import Controls
 
         self.args, self.plan, self.console, self.stats, self.out_fps = args, plan, console, stats, out_fps
@@ -424,9 +503,16 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
         source = open_source(uri, **source_options(args, uri, config_source_options, frames))
 
         stats = PipelineStats()
-        stats.info = {"model": model.spec.name, "artifact": str(artifact.path), "backend": selection.label,
-                      "backend_reason": selection.reason, "provider": provider, "input_size": list(size),
-                      "source": source.name, "live": bool(source.live)}
+        stats.info = {
+            "model": model.spec.name,
+            "artifact": str(artifact.path),
+            "backend": selection.label,
+            "backend_reason": selection.reason,
+            "provider": provider,
+            "input_size": list(size),
+            "source": source.name,
+            "live": bool(source.live),
+        }
         session = _Session(args, plan, console, stats, args.out_fps or float(getattr(source, "fps", None) or 30.0))
         outcome = None
         previous_sigterm = _sigterm_as_interrupt()
@@ -435,18 +521,32 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
             session.clip = clip_stage_from_args(args, source_name=source.name, warn=console.warn)
             if session.clip is not None:
                 console.say(f"clip: {args.clip} beside the saliency stream")
-            stats.info["outputs"] = [s.describe() for s in session.sinks] + ([f"stats {plan.stats}"] if plan.stats else [])
+            stats.info["outputs"] = [s.describe() for s in session.sinks] + (
+                [f"stats {plan.stats}"] if plan.stats else []
+            )
             label = f"{selection.label} | {model.spec.name}"
             window = session.window
             session.pipeline = Pipeline(
-                source, model, session.sinks, stats, max_frames=frames,
-                workers=args.workers or (1 if selection.kind == "ort-cpu" else 2), controls=session.controls,
-                render_lines=lambda: stats.overlay_lines(label) + (session.clip.overlay_lines() if session.clip else []),
-                alpha=args.alpha, colormap=args.colormap,
-                on_result=session.on_result, idle=(lambda: window.poll(30)) if window else None,
+                source,
+                model,
+                session.sinks,
+                stats,
+                max_frames=frames,
+                workers=args.workers or (1 if selection.kind == "ort-cpu" else 2),
+                controls=session.controls,
+                render_lines=lambda: (
+                    stats.overlay_lines(label) + (session.clip.overlay_lines() if session.clip else [])
+                ),
+                alpha=args.alpha,
+                colormap=args.colormap,
+                on_result=session.on_result,
+                idle=(lambda: window.poll(30)) if window else None,
             )
-            console.say(f"running: {source.name} -> {', '.join(stats.info['outputs']) or 'nothing'} "
-                        f"({'live, newest frame' if source.live else 'every frame once'}; Ctrl-C stops)")
+            stats.model_alone = _measure_model_alone(model, console)
+            console.say(
+                f"running: {source.name} -> {', '.join(stats.info['outputs']) or 'nothing'} "
+                f"({'live, newest frame' if source.live else 'every frame once'}; Ctrl-C stops)"
+            )
             outcome = session.pipeline.run()
         finally:
             session.close()
@@ -454,8 +554,12 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
             if previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, previous_sigterm)
             if outcome is not None:
-                summary = {**stats.summary(), "complete": True, "stop_reason": outcome.reason,
-                           "error": str(outcome.error) if outcome.error else None}
+                summary = {
+                    **stats.summary(),
+                    "complete": True,
+                    "stop_reason": outcome.reason,
+                    "error": str(outcome.error) if outcome.error else None,
+                }
                 if session.clip is not None:
                     summary["clip"] = session.clip.stats()
                 if plan.stats:

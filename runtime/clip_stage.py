@@ -33,7 +33,7 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -58,13 +58,17 @@ def read_labels(text: str) -> List[str]:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read the labels file {path} ({exc}); give a UTF-8 text file, one label per line")
+            raise UsageError(
+                f"cannot read the labels file {path} ({exc}); give a UTF-8 text file, one label per line"
+            ) from None
         labels = [line.split("#", 1)[0].strip() for line in lines]
     else:
         labels = [part.strip() for part in text.split(",")]
     labels = [label for label in labels if label]
     if not labels:
-        raise UsageError(f"--labels {text!r} names no labels; give e.g. 'mug,phone,keys' or a file with one label per line")
+        raise UsageError(
+            f"--labels {text!r} names no labels; give e.g. 'mug,phone,keys' or a file with one label per line"
+        )
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise UsageError(f"--labels repeats {duplicates}; give each label once")
@@ -148,6 +152,7 @@ class ClipStage:
         source_name: str = "stream",
         keep_results: bool = True,
         own_embedder: bool = False,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if not (isinstance(max_rate_hz, (int, float)) and math.isfinite(max_rate_hz) and max_rate_hz > 0):
             raise UsageError(f"--clip-rate {max_rate_hz!r} must be a positive number of crops per second, e.g. 4")
@@ -161,6 +166,7 @@ class ClipStage:
             raise UsageError("the CLIP stage needs something to do: --labels, --query or --index")
         self.embedder = embedder
         self.own_embedder = own_embedder
+        self._clock = clock  # pacing reads this clock (tests step a fake one)
         self.period_s = 1.0 / float(max_rate_hz)
         self.pad = float(pad)
         self.min_box_px = int(min_box_px)
@@ -200,7 +206,9 @@ class ClipStage:
             if index.mode != "a":
                 raise UsageError(f"index {index.path} was opened for searching; the CLIP stage adds to it (mode 'a')")
             if not index.model_info.same_model(self.embedder.model_info):
-                raise IndexStoreError(f"index {index.path} holds another model's embeddings ({index.model_info.describe()}); use a new index path")
+                raise IndexStoreError(
+                    f"index {index.path} holds another model's embeddings ({index.model_info.describe()}); use a new index path"
+                )
             return index, False
         store = IndexStore(index, dim=self.embedder.dim, model_info=self.embedder.model_info, mode="a")
         paths = getattr(self.embedder, "paths", None)
@@ -226,7 +234,7 @@ class ClipStage:
         """
         if self._stop.is_set() or self.error is not None:
             return False
-        now = time.perf_counter()
+        now = self._clock()
         self._counts["submitted"] += 1
         box = getattr(saliency, "box", saliency)
         color = frame.color
@@ -239,8 +247,9 @@ class ClipStage:
         if now < self._next_allowed:
             self._counts["not_due"] += 1
             return False
-        crop = _Crop(padded_square_crop(color, clipped, self.pad), clipped, int(frame.index),
-                     float(frame.timestamp_ms), now)
+        crop = _Crop(
+            padded_square_crop(color, clipped, self.pad), clipped, int(frame.index), float(frame.timestamp_ms), now
+        )
         with self._wake:
             if self._slot is not None:
                 self._counts["replaced"] += 1
@@ -325,7 +334,7 @@ class ClipStage:
             crop, self._slot = self._slot, None
             if crop is not None:
                 # The rate limit counts from when a crop is taken: frames before then are not even cut.
-                self._next_allowed = time.perf_counter() + self.period_s
+                self._next_allowed = self._clock() + self.period_s
             return crop
 
     def _run(self) -> None:
@@ -340,7 +349,7 @@ class ClipStage:
             log.error("the CLIP stage stopped: %s", exc)
 
     def _process(self, crop: _Crop) -> None:
-        start = time.perf_counter()
+        now, start = self._clock(), time.perf_counter()
         embedding = self.embedder.embed_images([crop.image])[0]
         embed_ms = (time.perf_counter() - start) * 1000.0
         result = ClipResult(crop.frame_index, crop.timestamp_ms, crop.box, embed_ms=embed_ms)
@@ -353,16 +362,25 @@ class ClipStage:
         if self._query_vec is not None:
             result.query_score = float(np.dot(embedding, self._query_vec))
             result.query_match = result.query_score >= self.query_threshold
-        if self.store is not None and (self._last_indexed is None or start - self._last_indexed >= self.index_interval_s):
+        if self.store is not None and (self._last_indexed is None or now - self._last_indexed >= self.index_interval_s):
             self._add_to_index(crop, embedding, result)
-            self._last_indexed = start
+            self._last_indexed = now
         result.wall_time = time.time()
         with self._lock:
             if result.query_match and not self._match_active:
-                events.append({"type": "clip_query", "query": self.query, "score": round(result.query_score, 4),
-                               "threshold": self.query_threshold, "index": result.frame_index,
-                               "time": round(result.wall_time, 6), "timestamp_ms": round(result.timestamp_ms, 3),
-                               "box": list(result.box), "label": result.label})
+                events.append(
+                    {
+                        "type": "clip_query",
+                        "query": self.query,
+                        "score": round(result.query_score, 4),
+                        "threshold": self.query_threshold,
+                        "index": result.frame_index,
+                        "time": round(result.wall_time, 6),
+                        "timestamp_ms": round(result.timestamp_ms, 3),
+                        "box": list(result.box),
+                        "label": result.label,
+                    }
+                )
                 self._counts["query_events"] += 1
             self._match_active = result.query_match
             if self.keep_results:
@@ -379,10 +397,19 @@ class ClipStage:
         extra: Dict[str, Any] = {"frame": crop.frame_index, "timestamp_ms": crop.timestamp_ms}
         if result.label is not None:
             extra.update(label=result.label, prob=round(result.prob, 4))
-        self.store.add(embedding[None], [{
-            "content_hash": digest.hexdigest(), "path": self.source_name, "frame_time": crop.timestamp_ms / 1000.0,
-            "box": list(crop.box), "source": "stream", "extra": extra,
-        }])
+        self.store.add(
+            embedding[None],
+            [
+                {
+                    "content_hash": digest.hexdigest(),
+                    "path": self.source_name,
+                    "frame_time": crop.timestamp_ms / 1000.0,
+                    "box": list(crop.box),
+                    "source": "stream",
+                    "extra": extra,
+                }
+            ],
+        )
         result.indexed = True
         with self._lock:
             self._counts["indexed"] += 1
@@ -394,31 +421,63 @@ class ClipStage:
 def add_clip_arguments(parser: Any) -> None:
     """The CLIP stage's options, for edge-mm-run's argparse parser."""
     group = parser.add_argument_group("saliency-gated CLIP (runtime/clip_stage.py)")
-    group.add_argument("--clip", metavar="CLIP_ARTIFACT", help="CLIP artifact folder: label, match or index the salient object")
+    group.add_argument(
+        "--clip", metavar="CLIP_ARTIFACT", help="CLIP artifact folder: label, match or index the salient object"
+    )
     group.add_argument("--labels", help="zero-shot labels: 'mug,phone,keys' or a file with one label per line")
-    group.add_argument("--label-template", action="append", dest="label_templates", metavar="TEMPLATE",
-                       help="prompt template for --labels, '{}' is the label (repeatable; default: OpenAI's 7-prompt ensemble)")
+    group.add_argument(
+        "--label-template",
+        action="append",
+        dest="label_templates",
+        metavar="TEMPLATE",
+        help="prompt template for --labels, '{}' is the label (repeatable; default: OpenAI's 7-prompt ensemble)",
+    )
     group.add_argument("--query", help="raise a clip_query event when the salient object matches this text")
-    group.add_argument("--query-threshold", type=float, default=DEFAULT_QUERY_THRESHOLD,
-                       help=f"cosine at which --query counts as seen (default {DEFAULT_QUERY_THRESHOLD})")
-    group.add_argument("--index", dest="clip_index", metavar="PATH", help="add salient crops of the stream to this retrieval index")
-    group.add_argument("--index-every", type=float, default=DEFAULT_INDEX_INTERVAL_S,
-                       help=f"seconds between crops added to --index (default {DEFAULT_INDEX_INTERVAL_S})")
-    group.add_argument("--clip-rate", type=float, default=DEFAULT_RATE_HZ,
-                       help=f"most crops CLIP embeds per second (default {DEFAULT_RATE_HZ}); it never slows the saliency stream")
-    group.add_argument("--clip-backend", default="auto", choices=("auto", "tensorrt", "ort-cuda", "ort-cpu"),
-                       help="backend for CLIP (default auto)")
-    group.add_argument("--clip-precision", default="auto", choices=("auto", "fp32", "fp16", "int8"), help="CLIP variant (default auto)")
+    group.add_argument(
+        "--query-threshold",
+        type=float,
+        default=DEFAULT_QUERY_THRESHOLD,
+        help=f"cosine at which --query counts as seen (default {DEFAULT_QUERY_THRESHOLD})",
+    )
+    group.add_argument(
+        "--index", dest="clip_index", metavar="PATH", help="add salient crops of the stream to this retrieval index"
+    )
+    group.add_argument(
+        "--index-every",
+        type=float,
+        default=DEFAULT_INDEX_INTERVAL_S,
+        help=f"seconds between crops added to --index (default {DEFAULT_INDEX_INTERVAL_S})",
+    )
+    group.add_argument(
+        "--clip-rate",
+        type=float,
+        default=DEFAULT_RATE_HZ,
+        help=f"most crops CLIP embeds per second (default {DEFAULT_RATE_HZ}); it never slows the saliency stream",
+    )
+    group.add_argument(
+        "--clip-backend",
+        default="auto",
+        choices=("auto", "tensorrt", "ort-cuda", "ort-cpu"),
+        help="backend for CLIP (default auto)",
+    )
+    group.add_argument(
+        "--clip-precision", default="auto", choices=("auto", "fp32", "fp16", "int8"), help="CLIP variant (default auto)"
+    )
     group.add_argument("--clip-threads", type=int, help="ONNX Runtime CPU threads for CLIP (default: its own)")
 
 
 def clip_stage_from_args(args: Any, source_name: str = "stream", warn: Any = None) -> Optional[ClipStage]:
     """A started ClipStage for parsed edge-mm-run arguments, or None without --clip; its stop() also closes the CLIP backends."""
-    wanted = [name for name, value in (("--labels", args.labels), ("--query", args.query), ("--index", args.clip_index))
-              if value is not None]
+    wanted = [
+        name
+        for name, value in (("--labels", args.labels), ("--query", args.query), ("--index", args.clip_index))
+        if value is not None
+    ]
     if args.clip is None:
         if wanted:
-            raise UsageError(f"{', '.join(wanted)} {'needs' if len(wanted) == 1 else 'need'} a CLIP model: add --clip CLIP_ARTIFACT")
+            raise UsageError(
+                f"{', '.join(wanted)} {'needs' if len(wanted) == 1 else 'need'} a CLIP model: add --clip CLIP_ARTIFACT"
+            )
         return None
     if args.label_templates and not args.labels:
         raise UsageError("--label-template applies to --labels; give --labels too")
@@ -428,13 +487,26 @@ def clip_stage_from_args(args: Any, source_name: str = "stream", warn: Any = Non
     from runtime.retrieval.embed import ClipEmbedder
 
     text = "now" if labels or args.query is not None else "no"
-    embedder = ClipEmbedder.open(args.clip, backend=args.clip_backend, precision=args.clip_precision,
-                                 threads=args.clip_threads, text=text, warn=warn)
+    embedder = ClipEmbedder.open(
+        args.clip,
+        backend=args.clip_backend,
+        precision=args.clip_precision,
+        threads=args.clip_threads,
+        text=text,
+        warn=warn,
+    )
     try:
         stage = ClipStage(
-            embedder, labels=labels, templates=args.label_templates or DEFAULT_TEMPLATES, query=args.query,
-            query_threshold=args.query_threshold, index=args.clip_index, index_interval_s=args.index_every,
-            max_rate_hz=args.clip_rate, source_name=source_name, own_embedder=True,
+            embedder,
+            labels=labels,
+            templates=args.label_templates or DEFAULT_TEMPLATES,
+            query=args.query,
+            query_threshold=args.query_threshold,
+            index=args.clip_index,
+            index_interval_s=args.index_every,
+            max_rate_hz=args.clip_rate,
+            source_name=source_name,
+            own_embedder=True,
         )
     except BaseException:
         embedder.close()

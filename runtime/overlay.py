@@ -14,8 +14,13 @@ import numpy as np
 
 from runtime.saliency import SaliencyResult
 
-COLORMAPS = {"jet": cv2.COLORMAP_JET, "turbo": cv2.COLORMAP_TURBO, "inferno": cv2.COLORMAP_INFERNO,
-             "magma": cv2.COLORMAP_MAGMA, "viridis": cv2.COLORMAP_VIRIDIS}
+COLORMAPS = {
+    "jet": cv2.COLORMAP_JET,
+    "turbo": cv2.COLORMAP_TURBO,
+    "inferno": cv2.COLORMAP_INFERNO,
+    "magma": cv2.COLORMAP_MAGMA,
+    "viridis": cv2.COLORMAP_VIRIDIS,
+}
 BOX_COLOUR = (0, 255, 0)  # BGR green: visible on the warm end of every colour map above
 TEXT_COLOUR = (255, 255, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX

@@ -17,9 +17,9 @@ and stats files are complete whatever ended the run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-import contextlib
 import queue
 import signal
 import threading
@@ -339,8 +339,14 @@ class Pipeline:
                     iou = mask_iou(saliency.mask, gt)
                 mid = time.perf_counter()
                 lines = self.render_lines() if self.render_lines else []
-                image = render(frame.color, saliency, lines, show_heatmap=self.controls.show_heatmap,
-                               alpha=self.alpha, colormap=self.colormap)
+                image = render(
+                    frame.color,
+                    saliency,
+                    lines,
+                    show_heatmap=self.controls.show_heatmap,
+                    alpha=self.alpha,
+                    colormap=self.colormap,
+                )
                 end = time.perf_counter()
                 self.stats.add_stage("postprocess", mid - start)
                 self.stats.add_stage("render", end - mid)
@@ -358,9 +364,13 @@ class Pipeline:
         pre_done, render_done = threading.Event(), threading.Event()
         pre_handoff = _OrderedHandoff(to_infer, self._stop)
         render_handoff = _OrderedHandoff(to_output, self._stop)
-        specs = [(f"preprocess-{i}", self._preprocess_worker, (capture, pre_handoff, pre_done)) for i in range(self.workers)]
+        specs = [
+            (f"preprocess-{i}", self._preprocess_worker, (capture, pre_handoff, pre_done)) for i in range(self.workers)
+        ]
         specs.append(("infer", self._infer_worker, (to_infer, to_render)))
-        specs += [(f"render-{i}", self._render_worker, (to_render, render_handoff, render_done)) for i in range(self.workers)]
+        specs += [
+            (f"render-{i}", self._render_worker, (to_render, render_handoff, render_done)) for i in range(self.workers)
+        ]
         for name, target, args in specs:
             thread = threading.Thread(target=target, args=args, name=f"pipeline-{name}", daemon=True)
             thread.start()

@@ -167,7 +167,9 @@ class SaliencyModel:
     def infer(self, feeds: Dict[str, np.ndarray]) -> np.ndarray:
         return self.backend.infer(feeds)[self.output_name]
 
-    def postprocess(self, pred: np.ndarray, frame_size: Tuple[int, int], depth_m: Optional[np.ndarray]) -> SaliencyResult:
+    def postprocess(
+        self, pred: np.ndarray, frame_size: Tuple[int, int], depth_m: Optional[np.ndarray]
+    ) -> SaliencyResult:
         return analyse_saliency(pred, frame_size, depth_m, self.threshold, self.min_area_frac, logits=self.logits)
 
     def warm_up(self, runs: int = 2) -> None:

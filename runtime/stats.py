@@ -3,9 +3,14 @@
 Every stage reports how long it took per frame; the output stage reports when a frame's result was
 done. From those come: the stage times (mean, p50, p95, max), the pipeline's throughput (over the
 whole run and over the last few seconds), and the latency from capture (`Frame.capture_time`, the
-moment the frame reached the host) to the result being written, p50/p95/max. The model's own
-throughput (1 / mean inference time) is reported beside the pipeline's, so their ratio says how
-much the rest of the pipeline costs. Thread-safe; times are time.perf_counter() seconds.
+moment the frame reached the host) to the result being written, p50/p95/max.
+
+Two model figures, each named for what was measured:
+- `model_alone_fps`: the backend timed on its own before the run starts (`measure_model_alone`),
+  nothing else running; `pipeline_vs_model` is the pipeline's throughput over this one.
+- `infer_in_pipeline_fps`: 1 / mean inference time inside the running pipeline, where inference
+  shares the cores with capture, preprocessing and rendering (so it is slower on a CPU backend).
+Thread-safe; times are time.perf_counter() seconds.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -21,8 +26,14 @@ import numpy as np
 # unbounded memory; counts, means and maxima still cover the whole run.
 MAX_SAMPLES = 200_000
 STAGE_ORDER = ("capture", "preprocess", "infer", "postprocess", "render", "output")
-STAGE_LABELS = {"capture": "cap", "preprocess": "pre", "infer": "infer", "postprocess": "post", "render": "draw",
-                "output": "out"}  # short enough for a 640-pixel-wide frame
+STAGE_LABELS = {
+    "capture": "cap",
+    "preprocess": "pre",
+    "infer": "infer",
+    "postprocess": "post",
+    "render": "draw",
+    "output": "out",
+}  # short enough for a 640-pixel-wide frame
 
 
 class Series:
@@ -46,7 +57,13 @@ class Series:
             return {"count": 0, "mean": None, "p50": None, "p95": None, "max": None}
         p50, p95 = np.percentile(np.fromiter(self.samples, float), [50, 95])
         r = lambda v: round(float(v) * scale, digits)  # noqa: E731
-        return {"count": self.count, "mean": r(self.total / self.count), "p50": r(p50), "p95": r(p95), "max": r(self.max)}
+        return {
+            "count": self.count,
+            "mean": r(self.total / self.count),
+            "p50": r(p50),
+            "p95": r(p95),
+            "max": r(self.max),
+        }
 
 
 def percentiles_ms(values: Sequence[float]) -> Tuple[Optional[float], Optional[float]]:
@@ -74,6 +91,7 @@ class PipelineStats:
         self.last_done: Optional[float] = None
         self.frames = 0
         self.info: Dict[str, Any] = {}  # model, backend, source, outputs: for the summary and the status page
+        self.model_alone: Optional[Dict[str, Any]] = None  # set from measure_model_alone() before the run
         self.counters: Dict[str, int] = {}  # e.g. dropped frames, reconnects (set by the pipeline)
 
     # -- recording ------------------------------------------------------------------------------
@@ -120,23 +138,36 @@ class PipelineStats:
         span = min(self.window_s, now - started) if started is not None else 0.0
         fps = len(recent) / span if span > 0 and recent else 0.0
         p50, p95 = percentiles_ms([lat for _, lat in recent])
-        return {"fps": fps, "latency_p50_ms": p50, "latency_p95_ms": p95, **{f"{k}_ms": v for k, v in stage_means.items()}}
+        return {
+            "fps": fps,
+            "latency_p50_ms": p50,
+            "latency_p95_ms": p95,
+            **{f"{k}_ms": v for k, v in stage_means.items()},
+        }
 
     def overlay_lines(self, backend_label: str = "") -> List[str]:
         """Two short lines for the frame: throughput + latency, then the stage times."""
         cur = self.current()
-        lat = (f"latency p50 {cur['latency_p50_ms']:.0f} / p95 {cur['latency_p95_ms']:.0f} ms"
-               if cur["latency_p50_ms"] is not None else "latency -")
+        lat = (
+            f"latency p50 {cur['latency_p50_ms']:.0f} / p95 {cur['latency_p95_ms']:.0f} ms"
+            if cur["latency_p50_ms"] is not None
+            else "latency -"
+        )
         first = f"{cur['fps']:.1f} FPS | {lat}"
-        parts = [f"{STAGE_LABELS[name]} {cur[f'{name}_ms']:.1f}" for name in STAGE_ORDER if cur.get(f"{name}_ms") is not None]
+        parts = [
+            f"{STAGE_LABELS[name]} {cur[f'{name}_ms']:.1f}" for name in STAGE_ORDER if cur.get(f"{name}_ms") is not None
+        ]
         second = "ms: " + " | ".join(parts) if parts else ""
         return [first, second, backend_label]
 
     def progress_line(self) -> str:
         """One line for the periodic console print."""
         cur = self.current()
-        lat = (f"latency p50 {cur['latency_p50_ms']:.1f} ms p95 {cur['latency_p95_ms']:.1f} ms"
-               if cur["latency_p50_ms"] is not None else "latency -")
+        lat = (
+            f"latency p50 {cur['latency_p50_ms']:.1f} ms p95 {cur['latency_p95_ms']:.1f} ms"
+            if cur["latency_p50_ms"] is not None
+            else "latency -"
+        )
         stages = ", ".join(f"{n} {cur[f'{n}_ms']:.1f}" for n in STAGE_ORDER if cur.get(f"{n}_ms") is not None)
         extra = "".join(f", {k} {v}" for k, v in self.counters.items() if v)
         return f"[{self.frames} frames] {cur['fps']:.1f} FPS, {lat}; stage means ms: {stages}{extra}"
@@ -156,14 +187,17 @@ class PipelineStats:
         steady = (last - first) if (last is not None and first is not None) else 0.0
         fps = (frames - 1) / steady if frames > 1 and steady > 0 else None
         infer_mean = stages.get("infer", {}).get("mean")
-        model_fps = 1000.0 / infer_mean if infer_mean else None
+        infer_fps = 1000.0 / infer_mean if infer_mean else None
+        model_fps = self.model_alone["fps"] if self.model_alone else None
         out: Dict[str, Any] = {
             **self.info,
             "frames": frames,
             "wall_s": round(wall, 3),
             "fps": None if fps is None else round(fps, 2),
-            "model_fps": None if model_fps is None else round(model_fps, 2),
+            "model_alone": self.model_alone,
+            "model_alone_fps": model_fps,
             "pipeline_vs_model": None if (fps is None or model_fps is None) else round(fps / model_fps, 3),
+            "infer_in_pipeline_fps": None if infer_fps is None else round(infer_fps, 2),
             "latency_ms": latency,
             "stages_ms": stages,
             **counters,
@@ -180,21 +214,29 @@ class PipelineStats:
 def format_summary(summary: Dict[str, Any]) -> str:
     """A few human-readable lines from PipelineStats.summary()."""
     lines = []
-    fps, model_fps, ratio = summary.get("fps"), summary.get("model_fps"), summary.get("pipeline_vs_model")
+    fps, model_fps, ratio = summary.get("fps"), summary.get("model_alone_fps"), summary.get("pipeline_vs_model")
     head = f"{summary.get('frames', 0)} frames in {summary.get('wall_s', 0):.1f} s"
     if fps is not None:
         head += f": {fps:.1f} FPS"
-    if model_fps is not None:
-        head += f" (model alone {model_fps:.1f} FPS from its mean inference time"
-        head += f", pipeline/model {ratio:.2f})" if ratio is not None else ")"
+    alone = summary.get("model_alone")
+    if model_fps is not None and alone:
+        head += f" (model alone {model_fps:.1f} FPS, measured alone over {alone['runs']} runs before the start"
+        head += f"; pipeline/model {ratio:.2f})" if ratio is not None else ")"
+    infer_fps = summary.get("infer_in_pipeline_fps")
+    if infer_fps is not None:
+        head += f"; inference inside the pipeline {infer_fps:.1f} FPS"
     lines.append(head)
     lat = summary.get("latency_ms", {})
     if lat.get("count"):
-        lines.append(f"capture-to-result latency: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, max {lat['max']:.1f} ms")
+        lines.append(
+            f"capture-to-result latency: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, max {lat['max']:.1f} ms"
+        )
     stages = summary.get("stages_ms", {})
     if stages:
-        lines.append("stage times (mean / p95 ms): " + ", ".join(
-            f"{name} {s['mean']:.1f}/{s['p95']:.1f}" for name, s in stages.items() if s.get("count")))
+        lines.append(
+            "stage times (mean / p95 ms): "
+            + ", ".join(f"{name} {s['mean']:.1f}/{s['p95']:.1f}" for name, s in stages.items() if s.get("count"))
+        )
     iou = summary.get("iou_vs_ground_truth")
     if iou:
         lines.append(f"mask IoU vs ground truth: mean {iou['mean']:.3f} over {iou['count']} frames")
@@ -202,3 +244,20 @@ def format_summary(summary: Dict[str, Any]) -> str:
     if extras:
         lines.append(", ".join(extras))
     return "\n".join(lines)
+
+
+def measure_model_alone(
+    infer_once: Callable[[], Any], *, warmup: int = 2, min_runs: int = 5, max_runs: int = 50, budget_s: float = 1.5
+) -> Dict[str, Any]:
+    """Time `infer_once` on its own: `warmup` untimed calls, then at least `min_runs` timed ones and
+    more while within `budget_s` (at most `max_runs`). The median call gives the model's own FPS."""
+    for _ in range(warmup):
+        infer_once()
+    times: List[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < min_runs or (len(times) < max_runs and time.perf_counter() < deadline):
+        start = time.perf_counter()
+        infer_once()
+        times.append(time.perf_counter() - start)
+    median = float(np.median(times))
+    return {"fps": round(1.0 / median, 2), "median_ms": round(median * 1000.0, 3), "runs": len(times)}

@@ -153,9 +153,7 @@ def _ddr(sd: StateDict, decoder_list: List[Tensor], semantic_mode: str, decoder_
     short2 = torch.mul(semantic_block2, d[1]) + d[1]
     decoder_map2 = up2(_base_convs(sd, "ddr.conv2", 2, torch.cat([decoder_map3, short2], dim=1)))
 
-    semantic_block1 = _semantic(
-        sd, "ddr.c4", torch.cat([up(d[4], 16), up(d[3], 8), up(d[2], 4), up(d[1], 2)], dim=1)
-    )
+    semantic_block1 = _semantic(sd, "ddr.c4", torch.cat([up(d[4], 16), up(d[3], 8), up(d[2], 4), up(d[1], 2)], dim=1))
     assert semantic_block1.size() == d[0].size()
     short1 = torch.mul(semantic_block1, d[0]) + d[0]
     decoder_map1 = _base_convs(sd, "ddr.conv1", 2, torch.cat([decoder_map2, short1], dim=1))

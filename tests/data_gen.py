@@ -60,7 +60,9 @@ def write_rs_recording(
 
     color_format: "bgr8" or "rgb8" (the pixels stored are the same scene in that channel order).
     """
-    import pyrealsense2 as rs
+    from runtime.sources.rs_frames import import_pyrealsense2
+
+    rs = import_pyrealsense2()
 
     path = Path(path)
     h, w = size

@@ -18,14 +18,26 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CLIP_WEIGHTS = ROOT / "edge_mm" / "weights" / "clip-demo.pt"
-TINY = dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=16,
-            context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=2)
+TINY = dict(
+    embed_dim=32,
+    image_resolution=32,
+    vision_layers=2,
+    vision_width=64,
+    vision_patch_size=16,
+    context_length=77,
+    vocab_size=49408,
+    transformer_width=64,
+    transformer_heads=1,
+    transformer_layers=2,
+)
 
 
 def _export(args: List[str]) -> None:
     from export.build_engine import main
 
-    code = main(args + ["--no-engine", "--precision", "fp32", "--calib-count", "2", "--eval-count", "2", "--threads", "2"])
+    code = main(
+        args + ["--no-engine", "--precision", "fp32", "--calib-count", "2", "--eval-count", "2", "--threads", "2"]
+    )
     if code != 0:
         raise RuntimeError(f"export.build_engine {' '.join(args)} failed with exit code {code}")
 

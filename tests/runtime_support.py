@@ -25,8 +25,24 @@ def build_artifact(out: Path, weights: str = "random", size: int = 64) -> Path:
     """python -m export.build_engine ... --no-engine (fp32 only); reused if it already exists."""
     if (out / "model.onnx").is_file():
         return out
-    cmd = [sys.executable, "-m", "export.build_engine", "--model", "cdinet-s", "--out", str(out), "--no-engine",
-           "--precision", "fp32", "--eval-count", "2", "--calib-count", "2", "--threads", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "export.build_engine",
+        "--model",
+        "cdinet-s",
+        "--out",
+        str(out),
+        "--no-engine",
+        "--precision",
+        "fp32",
+        "--eval-count",
+        "2",
+        "--calib-count",
+        "2",
+        "--threads",
+        "2",
+    ]
     if weights:
         cmd += ["--weights", weights]
     if size:
@@ -49,9 +65,11 @@ def depth_oracle_artifact(out: Path, size: int = 64) -> Path:
     # unit = depth * std + mean undoes the normalisation; saliency = sigmoid(gain * (unit - cut)).
     scale = ORACLE_GAIN * pre.depth_std
     shift = ORACLE_GAIN * (pre.depth_mean - ORACLE_CUT)
-    consts = [helper.make_tensor("scale", TensorProto.FLOAT, [], [scale]),
-              helper.make_tensor("shift", TensorProto.FLOAT, [], [shift]),
-              helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])]
+    consts = [
+        helper.make_tensor("scale", TensorProto.FLOAT, [], [scale]),
+        helper.make_tensor("shift", TensorProto.FLOAT, [], [shift]),
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+    ]
     nodes = [
         helper.make_node("Mul", ["depth", "scale"], ["scaled"]),
         helper.make_node("Add", ["scaled", "shift"], ["logits"]),
@@ -63,9 +81,12 @@ def depth_oracle_artifact(out: Path, size: int = 64) -> Path:
     ]
     dims = ["batch", "height", "width"]
     graph = helper.make_graph(
-        nodes, "depth_oracle",
-        [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [dims[0], 3, dims[1], dims[2]]),
-         helper.make_tensor_value_info("depth", TensorProto.FLOAT, [dims[0], 1, dims[1], dims[2]])],
+        nodes,
+        "depth_oracle",
+        [
+            helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [dims[0], 3, dims[1], dims[2]]),
+            helper.make_tensor_value_info("depth", TensorProto.FLOAT, [dims[0], 1, dims[1], dims[2]]),
+        ],
         [helper.make_tensor_value_info("saliency", TensorProto.FLOAT, [dims[0], 1, dims[1], dims[2]])],
         initializer=consts,
     )

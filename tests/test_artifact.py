@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
-import time
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import runtime.artifact as artifact_module
 from edge_mm.errors import ArtifactError
 from edge_mm.spec import ModelSpec, TensorSpec
 from runtime.artifact import Artifact, precision_of, read_onnx_metadata, read_onnx_spec
-from tests.conftest import run_fresh_python
 
 SPEC = ModelSpec(
     kind="cdinet",
@@ -34,7 +34,8 @@ def make_model(spec: ModelSpec = SPEC, extra_weight: int = 0, metadata: dict = N
     if extra_weight:
         inits.append(numpy_helper.from_array(np.arange(extra_weight, dtype=np.float32), "padding"))
     graph = helper.make_graph(
-        nodes, "g",
+        nodes,
+        "g",
         [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, ["batch", 3, 32, 32])],
         [helper.make_tensor_value_info("saliency", TensorProto.FLOAT, ["batch", 1, 32, 32])],
         initializer=inits,
@@ -56,12 +57,22 @@ def test_metadata_scanner_matches_onnx(tmp_path):
     assert read_onnx_spec(path) == SPEC
 
 
-def test_metadata_scanner_skips_a_large_graph_quickly(tmp_path):
+def test_metadata_scanner_skips_a_large_graph_unread(tmp_path, monkeypatch):
     path = tmp_path / "model.onnx"
     onnx.save(make_model(extra_weight=25_000_000), str(path))  # 100 MB of weights
-    start = time.perf_counter()
+    read_bytes = []
+
+    class CountingFile(io.FileIO):
+        def read(self, size=-1):
+            data = super().read(size)
+            read_bytes.append(len(data))
+            return data
+
+    # Unbuffered, so every byte the scanner asks for is counted and nothing is read ahead.
+    monkeypatch.setattr(artifact_module, "open", lambda p, mode="rb": CountingFile(p, "r"), raising=False)
     assert read_onnx_spec(path).name == "cdinet-s"
-    assert time.perf_counter() - start < 0.5  # a handful of reads; ORT would load all 100 MB
+    # A handful of small reads (the top-level field headers and the metadata), never the weights.
+    assert 0 < sum(read_bytes) < 64 * 1024 and len(read_bytes) < 64
 
 
 @pytest.mark.parametrize("content", [b"", b"not an onnx file at all", b"\x0a\xff\xff\xff\x0f"])
@@ -140,11 +151,3 @@ def test_artifact_report_errors_and_empty_folder(tmp_path):
     (tmp_path / "report.json").write_text("{broken")
     with pytest.raises(ArtifactError, match="report.json is unreadable"):
         artifact.report()
-
-
-def test_runtime_artifact_and_ort_backend_import_neither_torch_nor_onnx():
-    out = run_fresh_python(
-        "import sys, runtime.artifact, runtime.backends.onnxruntime; "
-        "print(sorted(m for m in ('torch', 'onnx', 'export') if m in sys.modules))"
-    )
-    assert out.strip() == "[]"

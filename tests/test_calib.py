@@ -5,7 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from calib.build import main as calib_main, resolve_spec
+from calib.build import main as calib_main
+from calib.build import resolve_spec
 from calib.readers import OrtCalibrationReader, TrtCalibrationBatches
 from calib.sampling import sample
 from calib.store import read_set, write_set
@@ -113,8 +114,19 @@ def test_bad_inputs(tmp_path, capsys):
 
 def test_cli_error_exit_code(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "calib.build", "--model", "cdinet-s", "--count", "0", "--out", str(tmp_path / "x.calib")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "calib.build",
+            "--model",
+            "cdinet-s",
+            "--count",
+            "0",
+            "--out",
+            str(tmp_path / "x.calib"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 2 and out.stderr.strip().startswith("error: --count 0")
     assert not (tmp_path / "x.calib").exists()

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from cdinet_reference import OFFICIAL_KEYS_FILE, official_keys, random_state_dict, reference_forward
 from torch import nn
 
-from cdinet_reference import OFFICIAL_KEYS_FILE, official_keys, random_state_dict, reference_forward
 from edge_mm.cdinet import VARIANTS, CDINet, build
 from edge_mm.cdinet.model import SIZE_MULTIPLE, scaled_channels
 from edge_mm.errors import InputError, UsageError

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from cdinet_reference import official_keys, random_state_dict
 from torch import nn
 
-from cdinet_reference import official_keys, random_state_dict
 from edge_mm.cdinet import CDINet, build, from_official, load_vgg16_imagenet
 from edge_mm.cdinet.weights import vgg16_key_map
 from edge_mm.errors import WeightsError

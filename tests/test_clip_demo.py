@@ -70,7 +70,6 @@ def test_zero_shot_colour_of_object_crops_beats_chance(measured, demo):
     assert MIN_COLOUR_TOP1 >= 4 * z["colour_chance"]
 
 
-
 def test_zero_shot_shape_and_colour_plus_shape_beat_chance(measured):
     z = measured["zero_shot"]
     assert z["shape_top1"] >= MIN_SHAPE_TOP1 > z["shape_chance"], z

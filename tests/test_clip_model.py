@@ -29,16 +29,30 @@ PUBLISHED_SHAPES = {
     "ViT-L/14@336px": (768, 336, 24, 1024, 14, 768, 12, 12, 427.94),
 }
 OPEN_CLIP_NAMES = {
-    "RN50": "RN50-quickgelu", "RN101": "RN101-quickgelu", "RN50x4": "RN50x4-quickgelu",
-    "RN50x16": "RN50x16-quickgelu", "RN50x64": "RN50x64-quickgelu", "ViT-B/32": "ViT-B-32-quickgelu",
-    "ViT-B/16": "ViT-B-16-quickgelu", "ViT-L/14": "ViT-L-14-quickgelu", "ViT-L/14@336px": "ViT-L-14-336-quickgelu",
+    "RN50": "RN50-quickgelu",
+    "RN101": "RN101-quickgelu",
+    "RN50x4": "RN50x4-quickgelu",
+    "RN50x16": "RN50x16-quickgelu",
+    "RN50x64": "RN50x64-quickgelu",
+    "ViT-B/32": "ViT-B-32-quickgelu",
+    "ViT-B/16": "ViT-B-16-quickgelu",
+    "ViT-L/14": "ViT-L-14-quickgelu",
+    "ViT-L/14@336px": "ViT-L-14-336-quickgelu",
 }
 
 
 def tiny_config(**overrides):
     config = dict(
-        embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=16,
-        context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=2,
+        embed_dim=32,
+        image_resolution=32,
+        vision_layers=2,
+        vision_width=64,
+        vision_patch_size=16,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=64,
+        transformer_heads=1,
+        transformer_layers=2,
     )
     config.update(overrides)
     return config
@@ -57,11 +71,13 @@ def token_ids(rows, context_length=77, dtype=np.int64):
     return ids
 
 
-TEXTS = token_ids([
-    [SOT, 320, 1929, EOT],  # "a dog"
-    [SOT, 320, 1125, 539, 320, 2368, 269, EOT],  # "a photo of a cat."
-    [SOT, 3306, 1002, 256, EOT],  # "Hello World!"
-])
+TEXTS = token_ids(
+    [
+        [SOT, 320, 1929, EOT],  # "a dog"
+        [SOT, 320, 1125, 539, 320, 2368, 269, EOT],  # "a photo of a cat."
+        [SOT, 3306, 1002, 256, EOT],  # "Hello World!"
+    ]
+)
 EOT_POSITIONS = [3, 7, 4]
 
 
@@ -76,8 +92,15 @@ def test_config_inferred_from_shapes_for_every_published_model(name):
     embed, res, layers, width, patch, t_width, t_heads, t_layers, params_m = PUBLISHED_SHAPES[name]
     config = clip_config_from_state_dict(shapes)
     assert config == dict(
-        embed_dim=embed, image_resolution=res, vision_layers=layers, vision_width=width, vision_patch_size=patch,
-        context_length=77, vocab_size=49408, transformer_width=t_width, transformer_heads=t_heads,
+        embed_dim=embed,
+        image_resolution=res,
+        vision_layers=layers,
+        vision_width=width,
+        vision_patch_size=patch,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=t_width,
+        transformer_heads=t_heads,
         transformer_layers=t_layers,
     )
 
@@ -232,8 +255,13 @@ def test_encode_text_exports_to_onnx_with_dynamic_batch(id_dtype):
     wrapper = _TextEncoder(model).eval()
     buffer = io.BytesIO()
     torch.onnx.export(
-        wrapper, (torch.from_numpy(TEXTS[:2].astype(id_dtype)),), buffer, dynamo=False, opset_version=17,
-        input_names=["input_ids"], output_names=["text_embeds"],
+        wrapper,
+        (torch.from_numpy(TEXTS[:2].astype(id_dtype)),),
+        buffer,
+        dynamo=False,
+        opset_version=17,
+        input_names=["input_ids"],
+        output_names=["text_embeds"],
         dynamic_axes={"input_ids": {0: "batch"}, "text_embeds": {0: "batch"}},
     )
     graph = onnx.load_from_string(buffer.getvalue()).graph

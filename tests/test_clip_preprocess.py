@@ -18,7 +18,18 @@ from edge_mm.errors import ArtifactError, InputError, UsageError
 
 # (height, width): down- and up-scaling, landscape, portrait, > 2x tall (Pillow >= 13 changes the
 # pass order there), odd offsets (banker's rounding of the crop), already the right size.
-SIZES = [(480, 640), (720, 1280), (640, 480), (1000, 333), (150, 100), (37, 300), (229, 224), (224, 231), (224, 224), (90, 90)]
+SIZES = [
+    (480, 640),
+    (720, 1280),
+    (640, 480),
+    (1000, 333),
+    (150, 100),
+    (37, 300),
+    (229, 224),
+    (224, 231),
+    (224, 224),
+    (90, 90),
+]
 
 
 def make_image(height: int, width: int, seed: int) -> np.ndarray:
@@ -146,8 +157,14 @@ def test_spec_roundtrip_and_validation():
     spec = ClipPreprocess.for_resolution(448)
     data = json.loads(json.dumps(spec.to_dict()))
     assert ClipPreprocess.from_dict(data) == spec
-    assert data == {"image_size": 448, "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD), "resize": "bicubic",
-                    "crop": "center", "color_order": "bgr"}
+    assert data == {
+        "image_size": 448,
+        "mean": list(OPENAI_MEAN),
+        "std": list(OPENAI_STD),
+        "resize": "bicubic",
+        "crop": "center",
+        "color_order": "bgr",
+    }
     with pytest.raises(UsageError, match="image_size"):
         ClipPreprocess(image_size=0)
     with pytest.raises(UsageError, match="resize"):

@@ -11,14 +11,15 @@ scenes (recall@1/@5 printed; run with -s to see the numbers).
 """
 
 import json
+import math
 import threading
 import time
 
 import numpy as np
 import pytest
+from retrieval_support import demo_clip_artifact, tiny_clip_artifact, write_scene_images
 
 from edge_mm.synthetic import COLOURS, SHAPES, SceneGenerator
-from retrieval_support import demo_clip_artifact, tiny_clip_artifact, write_scene_images
 from runtime.backends.base import Backend
 from runtime.clip_stage import ClipStage, read_labels
 from runtime.retrieval.crop import padded_square_crop
@@ -48,7 +49,9 @@ def scenes():
 
 
 def frame_of(scene, index):
-    return Frame(scene.bgr, scene.depth_m, timestamp_ms=1000.0 + 40.0 * index, capture_time=time.perf_counter(), index=index)
+    return Frame(
+        scene.bgr, scene.depth_m, timestamp_ms=1000.0 + 40.0 * index, capture_time=time.perf_counter(), index=index
+    )
 
 
 def box_of(scene):
@@ -94,14 +97,28 @@ def with_image_backend(embedder, backend):
     return ClipEmbedder(backend.activate(), embedder.text_backend)
 
 
-def test_crop_is_the_training_crop():
-    from edge_mm.train.clip_data import crop_box
+def _expected_square_crop(image, box, pad):
+    """The crop by its definition: a square of side ceil(longer side x (1 + 2 pad)) centred on the box,
+    each output pixel read at its source coordinate clipped into the frame (= border replication)."""
+    x0, y0, x1, y1 = box
+    side = math.ceil(max(x1 - x0, y1 - y0) * (1 + 2 * pad))
+    left, top = math.floor((x0 + x1 - side) / 2), math.floor((y0 + y1 - side) / 2)
+    rows = np.clip(np.arange(top, top + side), 0, image.shape[0] - 1)
+    cols = np.clip(np.arange(left, left + side), 0, image.shape[1] - 1)
+    return image[rows[:, None], cols[None, :]]
 
-    image = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+
+def test_crop_is_the_padded_square_by_its_definition():
+    # Pixels encode their own coordinates, so a wrong offset or border shows as a wrong value.
+    ys, xs = np.mgrid[0:90, 0:120]
+    image = np.stack([xs, ys, (xs + ys) % 256], axis=-1).astype(np.uint8)
     for box in [(30, 20, 60, 50), (0, 0, 25, 40), (100, 70, 120, 90), (5, 60, 115, 89), (50, 10, 51, 11)]:
-        np.testing.assert_array_equal(padded_square_crop(image, box, 0.25), crop_box(image, box, 0.25))
         crop = padded_square_crop(image, box, 0.25)
+        np.testing.assert_array_equal(crop, _expected_square_crop(image, box, 0.25))
         assert crop.shape[0] == crop.shape[1]
+    # One worked by hand: a 30x30 box padded by 25% each side is 45 wide, starting at (22, 12).
+    crop = padded_square_crop(image, (30, 20, 60, 50), 0.25)
+    assert crop.shape[:2] == (45, 45) and tuple(crop[0, 0, :2]) == (22, 12) and tuple(crop[-1, -1, :2]) == (66, 56)
 
 
 def test_labels_and_query_scores_equal_a_direct_computation(embedder, scenes):
@@ -124,42 +141,65 @@ def test_labels_and_query_scores_equal_a_direct_computation(embedder, scenes):
     assert events[0]["label"] == result.label and events[0]["index"] == 0 and json.dumps(events)
 
 
-def test_submit_never_waits_for_a_slow_clip(embedder, scenes):
-    slow = SlowBackend(embedder.image_backend, delay_s=0.25)
-    stage = ClipStage(with_image_backend(embedder, slow), labels=LABELS, templates=TEMPLATES, max_rate_hz=1000)
-    longest, accepted = 0.0, []
-    with stage:
-        started = time.perf_counter()
-        for i in range(150):
+class BlockedBackend(SlowBackend):
+    """A real backend that holds its first call until released: CLIP busy for as long as the test likes."""
+
+    def __init__(self, inner):
+        super().__init__(inner, 0.0)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def infer_impl(self, feeds):
+        self.entered.set()
+        self.release.wait()
+        return super().infer_impl(feeds)
+
+
+def test_submit_never_waits_for_a_busy_clip(embedder, scenes):
+    busy = BlockedBackend(embedder.image_backend)
+    stage = ClipStage(with_image_backend(embedder, busy), labels=LABELS, templates=TEMPLATES, max_rate_hz=1e9)
+    accepted = []
+
+    def feed():
+        for i in range(1, 150):
             scene = scenes[i % len(scenes)]
-            t = time.perf_counter()
             if stage.submit(frame_of(scene, i), box_of(scene)):
                 accepted.append(i)
-            longest = max(longest, time.perf_counter() - t)
-            time.sleep(0.004)
-        elapsed = time.perf_counter() - started
+
+    with stage:
+        assert stage.submit(frame_of(scenes[0], 0), box_of(scenes[0]))
+        assert busy.entered.wait(30)  # CLIP now holds crop 0 and does not return
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        feeder.join(60)  # a deadlock guard, not a timing: every submit returns while CLIP is held
+        finished, calls_while_held = not feeder.is_alive(), busy.calls
+        busy.release.set()
         last = wait_for(stage, accepted[-1])  # the newest crop is the one that gets embedded
         stats = stage.stats()
-    assert longest < 0.1, f"submit took {longest:.3f} s while CLIP takes 0.25 s per crop"
-    assert stats["embedded"] <= elapsed / 0.25 + 3 and slow.calls == stats["embedded"]
-    assert stats["replaced"] > 0 and stats["accepted"] == len(accepted)
-    assert last.frame_index == accepted[-1]
+    assert finished and calls_while_held == 0
+    assert len(accepted) == 149 and stats["replaced"] == 148  # each crop replaced the one waiting
+    assert stats["embedded"] == 2 == busy.calls and last.frame_index == 149
+
+
+class StepClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
 
 
 def test_rate_cap(embedder, scenes):
-    stage = ClipStage(embedder, labels=LABELS, templates=TEMPLATES, max_rate_hz=5)
+    clock = StepClock()
+    stage = ClipStage(embedder, labels=LABELS, templates=TEMPLATES, max_rate_hz=5, clock=clock)
     with stage:
-        started = time.perf_counter()
-        i = 0
-        while time.perf_counter() - started < 0.8:
-            stage.submit(frame_of(scenes[i % 6], i), box_of(scenes[i % 6]))
-            i += 1
-            time.sleep(0.005)
-        elapsed = time.perf_counter() - started
-        time.sleep(0.3)
+        for i in range(160):  # 0.8 s of a 200 Hz source on the stage's clock, one crop at a time
+            clock.now = i * 0.005
+            if stage.submit(frame_of(scenes[i % 6], i), box_of(scenes[i % 6])):
+                wait_for(stage, i)
         stats = stage.stats()
-    assert 1 <= stats["embedded"] <= 1 + elapsed * 5 + 1
-    assert stats["not_due"] > 0 and stats["submitted"] == i
+    # 5 per second: crops at 0.0, 0.2, 0.4 and 0.6 s; every other frame is not due.
+    assert stats["embedded"] == stats["accepted"] == 4
+    assert stats["not_due"] == 156 and stats["submitted"] == 160
 
 
 def test_query_events_once_per_match_episode(embedder, scenes):
@@ -204,7 +244,9 @@ def test_crops_go_to_the_index_at_the_set_rate(tmp_path, embedder, scenes, capsy
 
     query = tmp_path / "crop.png"
     cv2.imwrite(str(query), padded_square_crop(scenes[1].bgr, box_of(scenes[1]), 0.25))
-    assert main(["search", "--index", str(index), "--image", str(query), "-k", "1", "--json"]) == 0  # no --model: the note
+    assert (
+        main(["search", "--index", str(index), "--image", str(query), "-k", "1", "--json"]) == 0
+    )  # no --model: the note
     hit = json.loads(capsys.readouterr().out)["results"][0]
     assert hit["box"] == list(box_of(scenes[1])) and hit["score"] > 0.999
 
@@ -219,15 +261,18 @@ def test_crops_go_to_the_index_at_the_set_rate(tmp_path, embedder, scenes, capsy
 
 def test_salient_box_from_a_saliency_model_gates_the_crop(tmp_path, embedder):
     """The full gate: an RGB-D frame -> saliency model (a real ONNX graph: nearest is salient) -> box -> CLIP."""
+    from runtime_support import depth_oracle_artifact
+
     from runtime.backends.onnxruntime import OnnxRuntimeBackend
     from runtime.saliency import SaliencyModel
-    from runtime_support import depth_oracle_artifact
 
     oracle = depth_oracle_artifact(tmp_path / "oracle")
     scene = SceneGenerator((120, 160), seed=4).generate(0)
     with OnnxRuntimeBackend(oracle / "model.onnx", providers="cpu") as backend:
         model = SaliencyModel(backend)
-        saliency = model.postprocess(model.infer(model.preprocess(scene.bgr, scene.depth_m)), scene.bgr.shape[:2], scene.depth_m)
+        saliency = model.postprocess(
+            model.infer(model.preprocess(scene.bgr, scene.depth_m)), scene.bgr.shape[:2], scene.depth_m
+        )
     assert saliency.box is not None
     with ClipStage(embedder, labels=LABELS, templates=TEMPLATES, max_rate_hz=1000) as stage:
         assert stage.submit(frame_of(scene, 0), saliency)
@@ -235,8 +280,12 @@ def test_salient_box_from_a_saliency_model_gates_the_crop(tmp_path, embedder):
 
 
 def test_a_failing_backend_stops_the_stage_not_the_caller(embedder, scenes):
-    stage = ClipStage(with_image_backend(embedder, FailingBackend(embedder.image_backend, 0)), labels=LABELS,
-                      templates=TEMPLATES, max_rate_hz=1000)
+    stage = ClipStage(
+        with_image_backend(embedder, FailingBackend(embedder.image_backend, 0)),
+        labels=LABELS,
+        templates=TEMPLATES,
+        max_rate_hz=1000,
+    )
     with stage:
         assert stage.submit(frame_of(scenes[0], 0), box_of(scenes[0]))
         deadline = time.monotonic() + 5
@@ -273,9 +322,28 @@ def test_edge_mm_run_options_build_a_started_stage(tmp_path, clip, scenes):
     assert clip_stage_from_args(parser.parse_args([])) is None
     with pytest.raises(UsageError, match="--query needs a CLIP model"):
         clip_stage_from_args(parser.parse_args(["--query", "a red mug"]))
-    args = parser.parse_args(["--clip", str(clip), "--labels", "red,green", "--label-template", "a {} thing",
-                              "--query", "a red mug", "--query-threshold", "-1", "--index", str(tmp_path / "memory"),
-                              "--index-every", "0", "--clip-rate", "50", "--clip-backend", "ort-cpu"])
+    args = parser.parse_args(
+        [
+            "--clip",
+            str(clip),
+            "--labels",
+            "red,green",
+            "--label-template",
+            "a {} thing",
+            "--query",
+            "a red mug",
+            "--query-threshold",
+            "-1",
+            "--index",
+            str(tmp_path / "memory"),
+            "--index-every",
+            "0",
+            "--clip-rate",
+            "50",
+            "--clip-backend",
+            "ort-cpu",
+        ]
+    )
     stage = clip_stage_from_args(args, source_name="recording:run.bag")
     try:
         assert stage.submit(frame_of(scenes[0], 0), box_of(scenes[0]))
@@ -330,7 +398,22 @@ def test_demo_text_to_image_recall_through_the_cli(tmp_path, demo, capsys):
     captions = [canonical_caption(generator.generate(i).objects, size[1]) for i in range(count)]
     paths = write_scene_images(tmp_path / "scenes", count, seed=3, size=size)
     index = tmp_path / "idx"
-    assert main(["add", "--model", str(demo), "--index", str(index), str(tmp_path / "scenes"), "--json", "--backend", "ort-cpu"]) == 0
+    assert (
+        main(
+            [
+                "add",
+                "--model",
+                str(demo),
+                "--index",
+                str(index),
+                str(tmp_path / "scenes"),
+                "--json",
+                "--backend",
+                "ort-cpu",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     queries = tmp_path / "captions.txt"
     queries.write_text("\n".join(captions) + "\n")
@@ -348,8 +431,10 @@ def test_demo_text_to_image_recall_through_the_cli(tmp_path, demo, capsys):
             chance[k] += 1 - np.prod([(count - right - j) / (count - j) for j in range(k)])
     recall = {k: v / count for k, v in recall.items()}
     chance = {k: v / count for k, v in chance.items()}
-    print(f"\ndemo CLIP text->image over {count} scenes via edge-mm-index: recall@1 {recall[1]:.3f} "
-          f"(chance {chance[1]:.3f}), recall@5 {recall[5]:.3f} (chance {chance[5]:.3f})")
+    print(
+        f"\ndemo CLIP text->image over {count} scenes via edge-mm-index: recall@1 {recall[1]:.3f} "
+        f"(chance {chance[1]:.3f}), recall@5 {recall[5]:.3f} (chance {chance[5]:.3f})"
+    )
     assert recall[5] > 3 * chance[5] and recall[1] > 3 * chance[1]
 
 
@@ -362,7 +447,10 @@ def test_demo_query_events_fire_for_the_queried_object(demo):
     truth = np.array([(o["colour"], o["shape"]) == ("red", "circle") for _, o in objects])
     with ClipEmbedder.open(demo, backend="ort-cpu", text="now") as clip:
         # The threshold halfway between the mean cosine of matching and other crops: the model's own scale.
-        scores = clip.embed_images([padded_square_crop(s.bgr, o["box"], 0.25) for s, o in objects]) @ clip.embed_texts(["a red circle"])[0]
+        scores = (
+            clip.embed_images([padded_square_crop(s.bgr, o["box"], 0.25) for s, o in objects])
+            @ clip.embed_texts(["a red circle"])[0]
+        )
         threshold = float(scores[truth].mean() + scores[~truth].mean()) / 2
         with ClipStage(clip, query="a red circle", query_threshold=threshold, max_rate_hz=1000) as stage:
             for i, (scene, obj) in enumerate(objects):
@@ -374,6 +462,8 @@ def test_demo_query_events_fire_for_the_queried_object(demo):
     recall = hits[truth].mean()
     precision = truth[hits].mean() if hits.any() else 0.0
     red = np.mean([objects[i][1]["colour"] == "red" for i in sorted(fired)]) if fired else 0.0
-    print(f"\ndemo CLIP query 'a red circle' on {len(objects)} crops ({truth.sum()} red circles), threshold {threshold:.3f}: "
-          f"recall {recall:.2f}, precision {precision:.2f} (base rate {truth.mean():.3f}), red among fired {red:.2f}")
+    print(
+        f"\ndemo CLIP query 'a red circle' on {len(objects)} crops ({truth.sum()} red circles), threshold {threshold:.3f}: "
+        f"recall {recall:.2f}, precision {precision:.2f} (base rate {truth.mean():.3f}), red among fired {red:.2f}"
+    )
     assert truth.sum() >= 2 and recall >= 0.8 and precision > 3 * truth.mean()

@@ -10,6 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from test_download import FileServer  # noqa: E402  (tests/ is on sys.path under pytest)
+
 import edge_mm.clip as clip  # noqa: E402
 from edge_mm.clip import weights  # noqa: E402
 from edge_mm.clip.model import CLIP  # noqa: E402
@@ -17,7 +19,6 @@ from edge_mm.clip.preprocess import ClipPreprocess  # noqa: E402
 from edge_mm.clip.tokenizer import tokenize  # noqa: E402
 from edge_mm.download import file_sha256  # noqa: E402
 from edge_mm.errors import DownloadError, WeightsError  # noqa: E402
-from test_download import FileServer  # noqa: E402  (tests/ is on sys.path under pytest)
 
 torch.set_num_threads(2)
 
@@ -75,8 +76,16 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
 def tiny_model(seed=0):
     torch.manual_seed(seed)
     model = CLIP(
-        embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=16,
-        context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=2,
+        embed_dim=32,
+        image_resolution=32,
+        vision_layers=2,
+        vision_width=64,
+        vision_patch_size=16,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=64,
+        transformer_heads=1,
+        transformer_layers=2,
     ).eval()
     randomize_(model, seed)
     return model
@@ -205,7 +214,17 @@ def test_published_name_with_wrong_bytes_caches_nothing(tiny_archive, tmp_path, 
 
 def test_available_models_and_urls():
     names = clip.available_models()
-    assert names == ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px"]
+    assert names == [
+        "RN50",
+        "RN101",
+        "RN50x4",
+        "RN50x16",
+        "RN50x64",
+        "ViT-B/32",
+        "ViT-B/16",
+        "ViT-L/14",
+        "ViT-L/14@336px",
+    ]
     assert weights.published_url("ViT-L/14@336px") == (
         "https://openaipublic.azureedge.net/clip/models/"
         "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt"

@@ -124,8 +124,14 @@ def test_load_rejects_bad_files(tmp_path):
     with pytest.raises(ArtifactError, match="not a valid"):
         ZeroShotClassifier.load(garbage)
     pickled = tmp_path / "pickled.npz"
-    np.savez(pickled, format=np.int64(1), weights=np.eye(2, dtype=np.float32), classnames=np.array(["a", None], dtype=object),
-             templates=np.array(["{}"]), logit_scale=np.float64(100))
+    np.savez(
+        pickled,
+        format=np.int64(1),
+        weights=np.eye(2, dtype=np.float32),
+        classnames=np.array(["a", None], dtype=object),
+        templates=np.array(["{}"]),
+        logit_scale=np.float64(100),
+    )
     with pytest.raises(ArtifactError, match="not a valid"):
         ZeroShotClassifier.load(pickled)
 

@@ -30,12 +30,36 @@ def gpu():
 
 def test_runtime_module_has_the_calls_we_use():
     rt = _cudart_or_skip()
-    used = ["cudaGetDeviceCount", "cudaGetDeviceProperties", "cudaSetDevice", "cudaMallocHost", "cudaFreeHost",
-            "cudaMalloc", "cudaFree", "cudaMemcpyAsync", "cudaStreamCreateWithFlags", "cudaStreamSynchronize",
-            "cudaStreamDestroy", "cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGraphInstantiate",
-            "cudaGraphLaunch", "cudaGraphExecDestroy", "cudaGraphDestroy", "cudaEventCreate", "cudaEventRecord",
-            "cudaEventSynchronize", "cudaEventElapsedTime", "cudaEventDestroy", "cudaGetErrorName",
-            "cudaGetErrorString", "cudaStreamNonBlocking", "cudaMemcpyKind", "cudaStreamCaptureMode", "cudaError_t"]
+    used = [
+        "cudaGetDeviceCount",
+        "cudaGetDeviceProperties",
+        "cudaSetDevice",
+        "cudaMallocHost",
+        "cudaFreeHost",
+        "cudaMalloc",
+        "cudaFree",
+        "cudaMemcpyAsync",
+        "cudaStreamCreateWithFlags",
+        "cudaStreamSynchronize",
+        "cudaStreamDestroy",
+        "cudaStreamBeginCapture",
+        "cudaStreamEndCapture",
+        "cudaGraphInstantiate",
+        "cudaGraphLaunch",
+        "cudaGraphExecDestroy",
+        "cudaGraphDestroy",
+        "cudaEventCreate",
+        "cudaEventRecord",
+        "cudaEventSynchronize",
+        "cudaEventElapsedTime",
+        "cudaEventDestroy",
+        "cudaGetErrorName",
+        "cudaGetErrorString",
+        "cudaStreamNonBlocking",
+        "cudaMemcpyKind",
+        "cudaStreamCaptureMode",
+        "cudaError_t",
+    ]
     assert [name for name in used if not hasattr(rt, name)] == []
 
 

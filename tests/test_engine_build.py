@@ -34,8 +34,10 @@ def toy_spec(profile=PROFILE) -> ModelSpec:
     return ModelSpec(
         kind="cdinet",
         name="toy-rgbd",
-        inputs=[TensorSpec("rgb", "float32", ["batch", 3, "height", "width"], "NCHW"),
-                TensorSpec("depth", "float32", ["batch", 1, "height", "width"], "NCHW")],
+        inputs=[
+            TensorSpec("rgb", "float32", ["batch", 3, "height", "width"], "NCHW"),
+            TensorSpec("depth", "float32", ["batch", 1, "height", "width"], "NCHW"),
+        ],
         outputs=[TensorSpec("saliency", "float32", ["batch", 1, "height", "width"], "NCHW")],
         postprocess={"activation": "sigmoid"},
         profile=dict(profile),
@@ -71,8 +73,13 @@ def artifact(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("artifact")
     axes = {0: "batch", 2: "height", 3: "width"}
     torch.onnx.export(
-        ToyRgbd().eval(), (torch.rand(1, 3, 32, 32), torch.rand(1, 1, 32, 32)), str(folder / "model.onnx"),
-        input_names=["rgb", "depth"], output_names=["saliency"], opset_version=17, dynamo=False,
+        ToyRgbd().eval(),
+        (torch.rand(1, 3, 32, 32), torch.rand(1, 1, 32, 32)),
+        str(folder / "model.onnx"),
+        input_names=["rgb", "depth"],
+        output_names=["saliency"],
+        opset_version=17,
+        dynamo=False,
         dynamic_axes={"rgb": axes, "depth": axes, "saliency": axes},
     )
     model = onnx.load(str(folder / "model.onnx"))
@@ -83,16 +90,25 @@ def artifact(tmp_path_factory) -> Path:
     class Reader(CalibrationDataReader):
         def __init__(self, quantize_bias=False):
             rng = np.random.default_rng(0)
-            self.batches = iter([{"rgb": rng.random((1, 3, 32, 32), np.float32),
-                                  "depth": rng.random((1, 1, 32, 32), np.float32)} for _ in range(4)])
+            self.batches = iter(
+                [
+                    {"rgb": rng.random((1, 3, 32, 32), np.float32), "depth": rng.random((1, 1, 32, 32), np.float32)}
+                    for _ in range(4)
+                ]
+            )
 
         def get_next(self):
             return next(self.batches, None)
 
     for name, quantize_bias in (("model.int8.onnx", False), ("biasq.int8.onnx", True)):
         quantize_static(
-            str(folder / "model.onnx"), str(folder / name), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            str(folder / "model.onnx"),
+            str(folder / name),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": quantize_bias},
         )
         quantized = onnx.load(str(folder / name))
@@ -129,10 +145,18 @@ def test_fp32_build_writes_engine_and_sidecar(artifact, tmp_path):
     assert side["onnx"] == {"file": "model.onnx", "sha256": sha256_file(artifact / "model.onnx")}
     assert side["engine_sha256"] == sha256_file(engine)
     assert side["inputs"] == [
-        {"name": "rgb", "dtype": "float32", "shape": [-1, 3, -1, -1],
-         "profile": {"min": [1, 3, 16, 16], "opt": [1, 3, 32, 32], "max": [2, 3, 64, 64]}},
-        {"name": "depth", "dtype": "float32", "shape": [-1, 1, -1, -1],
-         "profile": {"min": [1, 1, 16, 16], "opt": [1, 1, 32, 32], "max": [2, 1, 64, 64]}},
+        {
+            "name": "rgb",
+            "dtype": "float32",
+            "shape": [-1, 3, -1, -1],
+            "profile": {"min": [1, 3, 16, 16], "opt": [1, 3, 32, 32], "max": [2, 3, 64, 64]},
+        },
+        {
+            "name": "depth",
+            "dtype": "float32",
+            "shape": [-1, 1, -1, -1],
+            "profile": {"min": [1, 1, 16, 16], "opt": [1, 1, 32, 32], "max": [2, 1, 64, 64]},
+        },
     ]
     assert side["outputs"] == [{"name": "saliency", "dtype": "float32", "shape": [-1, 1, -1, -1]}]
     assert ModelSpec.from_dict(side["spec"]) == toy_spec()
@@ -212,15 +236,19 @@ def test_unsupported_operator_names_the_node(tmp_path):
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["r"], name="fine_relu"),
-         helper.make_node("FancyOp", ["r"], ["y"], name="the_bad_node", domain="com.example")],
+        [
+            helper.make_node("Relu", ["x"], ["r"], name="fine_relu"),
+            helper.make_node("FancyOp", ["r"], ["y"], name="the_bad_node", domain="com.example"),
+        ],
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
     onnx.save(model, str(tmp_path / "odd.onnx"))
-    with pytest.raises(EngineError, match=r"cannot parse odd.onnx: node 'the_bad_node' \(FancyOp\): .*Plugin not found"):
+    with pytest.raises(
+        EngineError, match=r"cannot parse odd.onnx: node 'the_bad_node' \(FancyOp\): .*Plugin not found"
+    ):
         build(tmp_path / "odd.onnx", "fp32", tmp_path, profile={"batch": [1, 1, 4]})
 
 
@@ -291,8 +319,14 @@ def test_no_tensorrt_at_all_gives_the_install_message(artifact, tmp_path):
         "    print(exc)\n"
     )
     env = dict(os.environ, PATH=str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=Path(__file__).resolve().parents[1], timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     message = out.stdout.strip()
     assert message.startswith("TensorRT is not installed")
@@ -303,8 +337,14 @@ def test_no_tensorrt_at_all_gives_the_install_message(artifact, tmp_path):
 def test_external_weights_are_part_of_the_key(artifact, tmp_path):
     onnx_path = tmp_path / "model.onnx"
     model = onnx.load(str(artifact / "model.onnx"))
-    onnx.save(model, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="model.onnx.data", size_threshold=0)
+    onnx.save(
+        model,
+        str(onnx_path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
     first = build(onnx_path, "fp32", tmp_path)
     assert engine_header_ok(first.engine_path)
     data = tmp_path / "model.onnx.data"

@@ -15,7 +15,10 @@ from runtime.backends import tensorrt as trt_backend
 def test_engine_file_names():
     onnx_path = Path("artifacts/cdinet-256/model.fp16.onnx")
     assert sidecar.engine_filename(onnx_path, "fp16", "trt10.3.0", [87]) == "model.fp16.trt10.3.0.sm87.engine"
-    assert sidecar.engine_filename(onnx_path, "int8", "trt10.3.0", [87], dla_core=0) == "model.int8.trt10.3.0.sm87.dla0.engine"
+    assert (
+        sidecar.engine_filename(onnx_path, "int8", "trt10.3.0", [87], dla_core=0)
+        == "model.int8.trt10.3.0.sm87.dla0.engine"
+    )
     assert sidecar.engine_filename(onnx_path, "fp16", "rtx1.7.1", [120, 86]) == "model.fp16.rtx1.7.1.sm86-120.engine"
     assert sidecar.sidecar_path(Path("a/m.engine")) == Path("a/m.engine.json")
 
@@ -29,9 +32,16 @@ def test_target_spellings():
 
 
 def make_key(**changes):
-    key = dict(onnx_sha256="a" * 64, flavour="tensorrt", version="10.3.0.30", precision="fp16", targets=[87],
-               dla_core=None, profile={"rgb": {"min": [1, 3, 64, 64], "opt": [1, 3, 256, 256], "max": [4, 3, 512, 512]}},
-               options={"workspace_mib": 1024, "optimization_level": None, "strongly_typed": False})
+    key = dict(
+        onnx_sha256="a" * 64,
+        flavour="tensorrt",
+        version="10.3.0.30",
+        precision="fp16",
+        targets=[87],
+        dla_core=None,
+        profile={"rgb": {"min": [1, 3, 64, 64], "opt": [1, 3, 256, 256], "max": [4, 3, 512, 512]}},
+        options={"workspace_mib": 1024, "optimization_level": None, "strongly_typed": False},
+    )
     key.update(changes)
     return sidecar.make_key(**key)
 
@@ -40,11 +50,16 @@ def write_engine(folder: Path, key, payload=b"engine bytes") -> Path:
     engine = folder / "model.fp16.trt10.3.0.sm87.engine"
     engine.write_bytes(payload)
     sidecar.write_sidecar(
-        engine, key=key, tool="python", gpu={"name": "Orin", "compute_capability": "8.7"},
+        engine,
+        key=key,
+        tool="python",
+        gpu={"name": "Orin", "compute_capability": "8.7"},
         onnx_path=folder / "model.fp16.onnx",
         inputs=[{"name": "rgb", "dtype": "float32", "shape": [-1, 3, -1, -1], "profile": key["profile"]["rgb"]}],
         outputs=[{"name": "saliency", "dtype": "float32", "shape": [-1, 1, -1, -1]}],
-        build_options=key["options"], spec=None, build_seconds=12.5,
+        build_options=key["options"],
+        spec=None,
+        build_seconds=12.5,
     )
     return engine
 
@@ -58,8 +73,10 @@ def test_rebuild_reasons(tmp_path):
     write_engine(tmp_path, key)
     assert sidecar.rebuild_reason(engine, key) is None
     assert sidecar.rebuild_reason(engine, make_key(version="10.3.0.31")) == "changed: version"
-    assert sidecar.rebuild_reason(engine, make_key(onnx_sha256="b" * 64, precision="int8")) == \
-        "changed: onnx_sha256, precision"
+    assert (
+        sidecar.rebuild_reason(engine, make_key(onnx_sha256="b" * 64, precision="int8"))
+        == "changed: onnx_sha256, precision"
+    )
     engine.write_bytes(b"engine bytes, but edited")
     assert sidecar.rebuild_reason(engine, key) == "the engine file does not match its sidecar"
     Path(str(engine) + ".json").write_text("{broken")
@@ -77,8 +94,10 @@ def test_runtime_reads_the_export_sidecar_and_checks_the_machine(tmp_path):
     engine = write_engine(tmp_path, make_key())
     data = trt_backend.read_engine_sidecar(engine)
     assert trt_backend.machine_mismatch(data, "10.3.0.30", 87) is None
-    assert trt_backend.machine_mismatch(data, "10.16.2.10", 87) == \
-        "it was built with tensorrt 10.3.0.30 but tensorrt 10.16.2.10 is installed"
+    assert (
+        trt_backend.machine_mismatch(data, "10.16.2.10", 87)
+        == "it was built with tensorrt 10.3.0.30 but tensorrt 10.16.2.10 is installed"
+    )
     assert trt_backend.machine_mismatch(data, "10.3.0.30", 86) == "it was built for sm87 but this GPU is sm86"
     assert trt_backend.machine_mismatch(data, None, 87) == "it needs tensorrt 10.3.0.30, which is not installed"
     rebuild = trt_backend.rebuild_command(tmp_path, "fp16", "cdinet-256")
@@ -86,8 +105,9 @@ def test_runtime_reads_the_export_sidecar_and_checks_the_machine(tmp_path):
         trt_backend.check_engine_for_machine(data, "10.16.2.10", 87, rebuild)
     message = str(info.value)
     assert message.startswith("engine model.fp16.trt10.3.0.sm87.engine cannot run here: it was built with")
-    assert message.endswith(f"rebuild it: python -m export.build_engine --model cdinet-256 --out {tmp_path} "
-                            "--precision fp16")
+    assert message.endswith(
+        f"rebuild it: python -m export.build_engine --model cdinet-256 --out {tmp_path} --precision fp16"
+    )
 
 
 def test_runtime_sidecar_errors(tmp_path):
@@ -106,8 +126,11 @@ def test_versions_compare_on_common_parts():
 
 
 def test_profile_from_named_axes():
-    inputs = [OnnxInput("rgb", 1, ("batch", 3, "height", "width")), OnnxInput("depth", 1, ("batch", 1, "height", "width")),
-              OnnxInput("input_ids", 7, ("batch", 77))]
+    inputs = [
+        OnnxInput("rgb", 1, ("batch", 3, "height", "width")),
+        OnnxInput("depth", 1, ("batch", 1, "height", "width")),
+        OnnxInput("input_ids", 7, ("batch", 77)),
+    ]
     spec_profile = {"batch": [1, 1, 8], "height": [224, 256, 384], "width": [224, 256, 384]}
     shapes = resolve_profile(inputs, spec_profile, {"batch": [1, 2, 4]})
     assert shapes["rgb"] == ProfileShapes((1, 3, 224, 224), (2, 3, 256, 256), (4, 3, 384, 384))

@@ -22,7 +22,9 @@ RGBD = {
 def command(**kw):
     args = dict(precision="fp16", strongly_typed=True, shapes=RGBD, workspace_mib=2048)
     args.update(kw)
-    return trtexec_command(Path("/usr/src/tensorrt/bin/trtexec"), Path("a/model.fp16.onnx"), Path("a/.tmp.engine"), **args)
+    return trtexec_command(
+        Path("/usr/src/tensorrt/bin/trtexec"), Path("a/model.fp16.onnx"), Path("a/.tmp.engine"), **args
+    )
 
 
 def test_strongly_typed_dynamic_build():
@@ -64,7 +66,11 @@ def test_static_models_get_no_shape_flags_and_odd_names_are_quoted():
 
 
 def test_version_banner_parsing():
-    assert trtexec_version_from_output("&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec --help") == (10, 3, 0)
+    assert trtexec_version_from_output("&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec --help") == (
+        10,
+        3,
+        0,
+    )
     assert trtexec_version_from_output("&&&& RUNNING TensorRT.trtexec [TensorRT v101602] # trtexec") == (10, 16, 2)
     assert trtexec_version_from_output("[TensorRT v110400]") == (11, 4, 0)
     assert trtexec_version_from_output("&&&& RUNNING TensorRT.trtexec [TensorRT v8601]") == (8, 6, 1)
@@ -86,8 +92,10 @@ def test_failed_trtexec_run_reports_the_error_line_and_log(tmp_path):
     # A stand-in executable that fails the way trtexec does (error line, non-zero exit): this checks
     # our handling of a failed run, not TensorRT.
     script = tmp_path / "failing-trtexec"
-    script.write_text("#!/bin/sh\necho '[I] === Build Options ==='\necho '[E] Error[4]: [network.cpp::validate] "
-                      "profile has min > max'\nexit 1\n")
+    script.write_text(
+        "#!/bin/sh\necho '[I] === Build Options ==='\necho '[E] Error[4]: [network.cpp::validate] "
+        "profile has min > max'\nexit 1\n"
+    )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     log = tmp_path / "model.engine.log"
     with pytest.raises(EngineError) as info:

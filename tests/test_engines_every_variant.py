@@ -15,8 +15,20 @@ from export.build_engine import main
 rtx = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX bindings are not installed")
 PRECISIONS = ("fp32", "fp16", "int8")
 # Small profiles keep the AOT builder's memory within a 24 GB CI machine.
-COMMON = ["--target-sm", "86", "--workspace-mb", "512", "--max-batch", "2", "--threads", "2",
-          "--calib-count", "8", "--eval-count", "4"]
+COMMON = [
+    "--target-sm",
+    "86",
+    "--workspace-mb",
+    "512",
+    "--max-batch",
+    "2",
+    "--threads",
+    "2",
+    "--calib-count",
+    "8",
+    "--eval-count",
+    "4",
+]
 
 
 def engines_of(folder: Path) -> dict:
@@ -41,6 +53,7 @@ def test_demo_cdinet_s_every_precision(tmp_path):
         assert {t["name"] for t in data["inputs"]} == {"rgb", "depth"}
 
 
+@pytest.mark.slow  # ~80 s on 2 cores: a full ViT-B/32 export and nine TensorRT-RTX builds
 def test_clip_vit_b32_every_precision(tmp_path):
     out = tmp_path / "clip"
     assert main(["--model", "clip:ViT-B/32", "--weights", "random:0", "--out", str(out), *COMMON]) == 0

@@ -14,11 +14,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from support import ROOT
 
 from edge_mm.spec import METADATA_KEY, ModelSpec
 from runtime.artifact import Artifact
 from runtime.backends.onnxruntime import OnnxRuntimeBackend
-from tests.conftest import ROOT
 
 # Makes `import tensorrt*` fail in the child, as on a machine without TensorRT (the real builder code runs).
 HIDE_TENSORRT = (
@@ -28,16 +28,34 @@ HIDE_TENSORRT = (
     "from export.build_engine import cli\n"
     "raise SystemExit(cli(sys.argv[1:]))\n"
 )
-ARGS = ["--model", "cdinet-s", "--weights", "random:1", "--size", "64", "--max-side", "128",
-        "--calib-count", "4", "--eval-count", "4", "--threads", "2"]
+ARGS = [
+    "--model",
+    "cdinet-s",
+    "--weights",
+    "random:1",
+    "--size",
+    "64",
+    "--max-side",
+    "128",
+    "--calib-count",
+    "4",
+    "--eval-count",
+    "4",
+    "--threads",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "cdinet-s-64"
-    proc = subprocess.run([sys.executable, "-c", HIDE_TENSORRT, *ARGS, "--out", str(out)],
-                          capture_output=True, text=True, cwd=ROOT,
-                          env=dict(os.environ, PATH="/usr/bin:/bin", OMP_NUM_THREADS="2"))  # no trtexec on PATH
+    proc = subprocess.run(
+        [sys.executable, "-c", HIDE_TENSORRT, *ARGS, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PATH="/usr/bin:/bin", OMP_NUM_THREADS="2"),
+    )  # no trtexec on PATH
     return proc, out
 
 
@@ -64,7 +82,10 @@ def test_report_has_parity_and_every_variant_measured(run):
     parity = report["parity"]
     assert parity["passed"] and parity["max_abs"] <= 1e-4 and parity["gate"] == {"max_abs_at_most": 1e-4}
     # two sizes and batches: the spec's 64x64 (batch 2) and another H, W (dynamic axes)
-    assert [c["inputs"] for c in parity["cases"]] == ["rgb 2x3x64x64, depth 2x1x64x64", "rgb 1x3x48x80, depth 1x1x48x80"]
+    assert [c["inputs"] for c in parity["cases"]] == [
+        "rgb 2x3x64x64, depth 2x1x64x64",
+        "rgb 1x3x48x80, depth 1x1x48x80",
+    ]
     assert report["weights"]["source"] == "random" and report["weights"]["seed"] == 1
     assert report["calibration"]["seed"] == 0 and report["evaluation"]["seed"] == 10_000  # disjoint sets
     assert report["calibration"]["count"] == 4 and report["evaluation"]["scenes"] == 4
@@ -74,13 +95,19 @@ def test_report_has_parity_and_every_variant_measured(run):
         entry = variants[precision]
         assert 0 <= entry["vs_fp32"]["mae"] <= entry["vs_fp32"]["max_abs"] <= 1
         assert 0 <= entry["sod"]["s_measure"] <= 1 and "mae" in entry["sod"]
-        assert entry["s_measure_drop"] == pytest.approx(variants["fp32"]["sod"]["s_measure"] - entry["sod"]["s_measure"])
+        assert entry["s_measure_drop"] == pytest.approx(
+            variants["fp32"]["sod"]["s_measure"] - entry["sod"]["s_measure"]
+        )
     assert variants["fp16"]["vs_fp32"]["max_abs"] < 1e-2  # fp16 compute on probabilities
     search = report["policy"]["int8"]["search"]
     assert search["tries"] and search["tries"][0]["float_groups"] == "none"
     assert report["policy"]["int8"]["qdq"]["per_channel_weights"] > 0
-    assert report["tensorrt_rtx_parser"] in ("tensorrt_rtx not installed",) or set(report["tensorrt_rtx_parser"]) == {"fp32", "fp16", "int8"}
-    for precision, entry in report["files"].items():
+    assert report["tensorrt_rtx_parser"] in ("tensorrt_rtx not installed",) or set(report["tensorrt_rtx_parser"]) == {
+        "fp32",
+        "fp16",
+        "int8",
+    }
+    for entry in report["files"].values():
         assert (out / entry["file"]).stat().st_size == entry["bytes"]
 
 
@@ -102,14 +129,21 @@ def test_spec_travels_in_every_file_and_the_runtime_reads_it(run):
         onnx.checker.check_model(model, full_check=True)
         assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
         io = {v.name: v.type.tensor_type for v in list(model.graph.input) + list(model.graph.output)}
-        assert {n: t.elem_type for n, t in io.items()} == {"rgb": 1, "depth": 1, "saliency": 1}  # fp32 I/O in every variant
+        assert {n: t.elem_type for n, t in io.items()} == {
+            "rgb": 1,
+            "depth": 1,
+            "saliency": 1,
+        }  # fp32 I/O in every variant
         assert [d.dim_param for d in io["rgb"].shape.dim] == ["batch", "", "height", "width"]
 
 
 def test_variants_run_at_another_size_and_batch_and_give_probabilities(run):
     _, out = run
     rng = np.random.default_rng(0)
-    feeds = {"rgb": rng.standard_normal((3, 3, 96, 48), np.float32), "depth": rng.standard_normal((3, 1, 96, 48), np.float32)}
+    feeds = {
+        "rgb": rng.standard_normal((3, 3, 96, 48), np.float32),
+        "depth": rng.standard_normal((3, 1, 96, 48), np.float32),
+    }
     results = {}
     for precision in ("fp32", "fp16", "int8"):
         with OnnxRuntimeBackend(Artifact(out).onnx_path(precision), providers="cpu", threads=1) as backend:
@@ -142,11 +176,36 @@ def test_a_given_calibration_set_is_used_and_recorded(tmp_path):
     from export.build_engine import main
 
     spec = cdinet_spec("cdinet-s", RgbdPreprocess(size=(64, 64)))
-    path = write_set(tmp_path / "set.calib", sample(spec, "synthetic", 3, 5, progress=False),
-                     {"model": spec.name, "kind": spec.kind, "source": "synthetic", "seed": 5, "spec_digest": spec.digest()})
+    path = write_set(
+        tmp_path / "set.calib",
+        sample(spec, "synthetic", 3, 5, progress=False),
+        {"model": spec.name, "kind": spec.kind, "source": "synthetic", "seed": 5, "spec_digest": spec.digest()},
+    )
     out = tmp_path / "a"
-    assert main(["--model", "cdinet-s", "--weights", "random", "--size", "64", "--precision", "int8", "--calib", str(path),
-                 "--eval-count", "2", "--threads", "2", "--out", str(out), "--no-engine"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                "cdinet-s",
+                "--weights",
+                "random",
+                "--size",
+                "64",
+                "--precision",
+                "int8",
+                "--calib",
+                str(path),
+                "--eval-count",
+                "2",
+                "--threads",
+                "2",
+                "--out",
+                str(out),
+                "--no-engine",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["calibration"]["file"] == str(path) and report["calibration"]["sha256"] == sha256_file(path)
     assert report["calibration"]["seed"] == 5 and report["calibration"]["count"] == 3

@@ -19,8 +19,18 @@ from export.models import CLIP_ARCHITECTURES, clip_config_of
 from runtime.artifact import VARIANT_FILES, Artifact
 from runtime.backends.onnxruntime import OnnxRuntimeBackend
 
-TINY = dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=16,
-            context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=2)
+TINY = dict(
+    embed_dim=32,
+    image_resolution=32,
+    vision_layers=2,
+    vision_width=64,
+    vision_patch_size=16,
+    context_length=77,
+    vocab_size=49408,
+    transformer_width=64,
+    transformer_heads=1,
+    transformer_layers=2,
+)
 # Texts whose end token sits at different positions (1 word .. truncated at 77).
 TEXTS = ["a", "a red circle", "a photo of a blue star and a green square", " ".join(["yellow ring"] * 60)]
 
@@ -37,8 +47,23 @@ def artifact(tiny_clip, tmp_path_factory):
     weights = folder / "tiny.pt"
     torch.save(tiny_clip.state_dict(), weights)
     out = folder / "clip-tiny"
-    code = main(["--model", "clip:custom", "--weights", str(weights), "--out", str(out), "--calib-count", "8",
-                 "--eval-count", "6", "--threads", "2", "--no-engine"])
+    code = main(
+        [
+            "--model",
+            "clip:custom",
+            "--weights",
+            str(weights),
+            "--out",
+            str(out),
+            "--calib-count",
+            "8",
+            "--eval-count",
+            "6",
+            "--threads",
+            "2",
+            "--no-engine",
+        ]
+    )
     assert code == 0
     return out
 
@@ -121,9 +146,17 @@ def test_image_graph_matches_pytorch_at_a_new_batch(artifact, tiny_clip):
 
 def test_published_architecture_table_matches_open_clip():
     open_clip = pytest.importorskip("open_clip")
-    names = {"RN50": "RN50-quickgelu", "RN101": "RN101-quickgelu", "RN50x4": "RN50x4-quickgelu",
-             "RN50x16": "RN50x16-quickgelu", "RN50x64": "RN50x64-quickgelu", "ViT-B/32": "ViT-B-32-quickgelu",
-             "ViT-B/16": "ViT-B-16-quickgelu", "ViT-L/14": "ViT-L-14-quickgelu", "ViT-L/14@336px": "ViT-L-14-336-quickgelu"}
+    names = {
+        "RN50": "RN50-quickgelu",
+        "RN101": "RN101-quickgelu",
+        "RN50x4": "RN50x4-quickgelu",
+        "RN50x16": "RN50x16-quickgelu",
+        "RN50x64": "RN50x64-quickgelu",
+        "ViT-B/32": "ViT-B-32-quickgelu",
+        "ViT-B/16": "ViT-B-16-quickgelu",
+        "ViT-L/14": "ViT-L-14-quickgelu",
+        "ViT-L/14@336px": "ViT-L-14-336-quickgelu",
+    }
     for name, config in CLIP_ARCHITECTURES.items():
         ref = open_clip.get_model_config(names[name])
         vision, text = ref["vision_cfg"], ref["text_cfg"]
@@ -132,7 +165,10 @@ def test_published_architecture_table_matches_open_clip():
         assert config["vision_layers"] == vision["layers"] and config["vision_width"] == vision["width"], name
         assert config["vision_patch_size"] == vision.get("patch_size"), name
         assert (config["transformer_width"], config["transformer_heads"], config["transformer_layers"]) == (
-            text["width"], text["heads"], text["layers"]), name
+            text["width"],
+            text["heads"],
+            text["layers"],
+        ), name
         assert config["context_length"] == text["context_length"] and config["vocab_size"] == text["vocab_size"]
         with torch.device("meta"):  # no memory: shapes only
             model = CLIP(**config)
@@ -148,10 +184,18 @@ def test_int8_matmuls_fuse_into_integer_kernels_in_onnx_runtime(artifact, role, 
 
     model = onnx.load(str(artifact / role / "model.int8.onnx"))
     writer = {o: n for n in model.graph.node for o in n.output}
-    assert not [n.name for n in model.graph.node if n.op_type == "Shape" and writer.get(n.input[0]) is not None
-                and writer[n.input[0]].op_type == "DequantizeLinear"]
-    weight_dq = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"
-                 and n.input[0] in {t.name for t in model.graph.initializer}}
+    assert not [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "Shape"
+        and writer.get(n.input[0]) is not None
+        and writer[n.input[0]].op_type == "DequantizeLinear"
+    ]
+    weight_dq = {
+        n.output[0]
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in {t.name for t in model.graph.initializer}
+    }
     quantized_matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weight_dq]
     assert quantized_matmuls
     options = ort.SessionOptions()

@@ -13,8 +13,24 @@ from export.build_engine import EngineOptions, _gpu_count, build_engines, main
 
 rtx = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX bindings are not installed")
 
-ARGS = ["--model", "cdinet-s", "--weights", "random", "--size", "64", "--max-side", "128", "--max-batch", "2",
-        "--precision", "fp16", "--eval-count", "2", "--threads", "2"]
+ARGS = [
+    "--model",
+    "cdinet-s",
+    "--weights",
+    "random",
+    "--size",
+    "64",
+    "--max-side",
+    "128",
+    "--max-batch",
+    "2",
+    "--precision",
+    "fp16",
+    "--eval-count",
+    "2",
+    "--threads",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +74,7 @@ def test_verify_records_engines_that_cannot_run_here(built, capsys):
     result = build_engines(built, ["fp16"], EngineOptions(target_sm=["86"], workspace_mb=256))
     verify_engines(built, result)
     engines = json.loads((built / "report.json").read_text())["engines"]
-    (name, record), = engines.items()
+    ((name, record),) = engines.items()
     assert name.endswith(".engine") and record == {"status": "not run", "reason": "no CUDA GPU is visible here"}
     assert "not run (no CUDA GPU is visible here)" in capsys.readouterr().out
 

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+from support import ROOT
 
 from calib.sampling import sample
 from calib.store import write_set
@@ -13,7 +14,6 @@ from edge_mm.registry import cdinet_spec, clip_text_spec
 from edge_mm.rgbd import RgbdPreprocess
 from export import parity
 from export.build_engine import cli
-from tests.conftest import ROOT
 
 FAST = ["--size", "64", "--calib-count", "2", "--eval-count", "2", "--threads", "2", "--no-engine"]
 
@@ -34,98 +34,149 @@ def one_line(err):
     return err
 
 
-def test_unknown_model(tmp_path, capsys):
-    code, err = run(["--model", "cdinet-xxl", "--weights", "random", "--out", str(tmp_path / "a")], capsys)
-    assert code == 2 and "unknown model 'cdinet-xxl'" in one_line(err) and "cdinet-s" in err
-    assert_nothing_written(tmp_path, "a")
-
-
-def test_unknown_model_through_python_m(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "export.build_engine", "--model", "clip:ViT-H/99", "--out", str(tmp_path / "a")],
-                          capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: unknown model 'clip:ViT-H/99'")
-    assert proc.stderr.count("\n") == 1
-
-
-def test_clip_weights_given_for_cdinet(tmp_path, capsys):
+def _tiny_clip_weights(tmp_path):
     torch.manual_seed(0)
-    clip = CLIP(embed_dim=16, image_resolution=32, vision_layers=1, vision_width=64, vision_patch_size=16,
-                context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=1)
+    clip = CLIP(
+        embed_dim=16,
+        image_resolution=32,
+        vision_layers=1,
+        vision_width=64,
+        vision_patch_size=16,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=64,
+        transformer_heads=1,
+        transformer_layers=1,
+    )
     weights = tmp_path / "clip.pt"
     torch.save(clip.state_dict(), weights)
-    code, err = run(["--model", "cdinet-s", "--weights", str(weights), "--out", str(tmp_path / "a"), *FAST], capsys)
-    assert code == 2 and "does not match CDINet" in one_line(err) and "missing key" in err
-    assert_nothing_written(tmp_path, "a")
+    return str(weights)
 
 
-def test_weights_of_another_clip_architecture(tmp_path, capsys):
-    torch.manual_seed(0)
-    clip = CLIP(embed_dim=16, image_resolution=32, vision_layers=1, vision_width=64, vision_patch_size=16,
-                context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=1)
-    weights = tmp_path / "clip.pt"
-    torch.save(clip.state_dict(), weights)
-    code, err = run(["--model", "clip:ViT-B/32", "--weights", str(weights), "--out", str(tmp_path / "a"), "--no-engine"], capsys)
-    assert code == 2 and "is not a ViT-B/32 CLIP" in one_line(err) and "clip:custom" in err
-    assert_nothing_written(tmp_path, "a")
-
-
-def test_cdinet_weights_given_for_clip(tmp_path, capsys):
+def _cdinet_weights(tmp_path):
     from edge_mm.cdinet import build
 
     weights = tmp_path / "cdinet.pth"
     torch.save(build("cdinet-xs").state_dict(), weights)
-    code, err = run(["--model", "clip:custom", "--weights", str(weights), "--out", str(tmp_path / "a"), "--no-engine"], capsys)
-    assert code == 2 and "CLIP" in one_line(err)
+    return str(weights)
+
+
+def _calib_set(tmp_path, spec):
+    path = write_set(
+        tmp_path / "set.calib",
+        sample(spec, "synthetic", 2, 0, progress=False),
+        {"model": spec.name, "kind": spec.kind, "spec_digest": spec.digest()},
+    )
+    return str(path)
+
+
+# Each case: the argv after `--out OUT` (a function of tmp_path), and the text the one-line error holds.
+# Made for a 256x256 cdinet-s, used for a 64x64 export: another preprocessing, another digest.
+CASES = {
+    "unknown model": (
+        lambda t: ["--model", "cdinet-xxl", "--weights", "random"],
+        ["unknown model 'cdinet-xxl'", "cdinet-s"],
+    ),
+    "CLIP weights for CDINet": (
+        lambda t: ["--model", "cdinet-s", "--weights", _tiny_clip_weights(t), *FAST],
+        ["does not match CDINet", "missing key"],
+    ),
+    "weights of another CLIP": (
+        lambda t: ["--model", "clip:ViT-B/32", "--weights", _tiny_clip_weights(t), "--no-engine"],
+        ["is not a ViT-B/32 CLIP", "clip:custom"],
+    ),
+    "CDINet weights for CLIP": (
+        lambda t: ["--model", "clip:custom", "--weights", _cdinet_weights(t), "--no-engine"],
+        ["CLIP"],
+    ),
+    "missing weights file": (lambda t: ["--model", "cdinet", "--weights", str(t / "nope.pth")], ["does not exist"]),
+    "calibration set for another spec": (
+        lambda t: [
+            "--model",
+            "cdinet-s",
+            "--weights",
+            "random",
+            *FAST,
+            "--calib",
+            _calib_set(t, cdinet_spec("cdinet-s", RgbdPreprocess(size=(256, 256)))),
+        ],
+        ["was made for", "calib.build"],
+    ),
+    "calibration set for another kind": (
+        lambda t: [
+            "--model",
+            "cdinet-s",
+            "--weights",
+            "random",
+            *FAST,
+            "--calib",
+            _calib_set(t, clip_text_spec("clip:ViT-B/32")),
+        ],
+        ["'clip-text' graph"],
+    ),
+    "size not a multiple of 16": (
+        lambda t: ["--model", "cdinet-s", "--weights", "random", "--size", "70"],
+        ["multiple of 16"],
+    ),
+    "max side not a multiple of 16": (
+        lambda t: ["--model", "cdinet-s", "--weights", "random", "--max-side", "100"],
+        ["multiple of 16"],
+    ),
+    "random CLIP of no known architecture": (
+        lambda t: ["--model", "clip:custom", "--weights", "random"],
+        ["known architecture"],
+    ),
+    "weights required without demo": (lambda t: ["--model", "cdinet"], ["--weights is required"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, case):
+    make_argv, expected = CASES[case]
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    code, err = run(["--out", str(tmp_path / "a"), *make_argv(inputs)], capsys)
+    assert code == 2 and all(text in one_line(err) for text in expected), err
     assert_nothing_written(tmp_path, "a")
 
 
-def test_missing_weights_file(tmp_path, capsys):
-    code, err = run(["--model", "cdinet", "--weights", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "a")], capsys)
-    assert code == 2 and "does not exist" in one_line(err)
+def test_unknown_model_through_python_m(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "export.build_engine", "--model", "clip:ViT-H/99", "--out", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: unknown model 'clip:ViT-H/99'")
+    assert proc.stderr.count("\n") == 1
 
 
-def test_calibration_set_for_another_spec(tmp_path, capsys):
-    # made for a 256x256 cdinet-s, used for a 64x64 export: another preprocessing, another digest
-    spec = cdinet_spec("cdinet-s", RgbdPreprocess(size=(256, 256)))
-    path = write_set(tmp_path / "wrong.calib", sample(spec, "synthetic", 2, 0, progress=False),
-                     {"model": spec.name, "kind": spec.kind, "spec_digest": spec.digest()})
-    code, err = run(["--model", "cdinet-s", "--weights", "random", "--calib", str(path), "--out", str(tmp_path / "a"), *FAST], capsys)
-    assert code == 2 and "was made for" in one_line(err) and "calib.build" in err
-    assert_nothing_written(tmp_path, "a")
+def _file(path):
+    path.write_text("keep me")
 
 
-def test_calibration_set_for_another_kind(tmp_path, capsys):
-    spec = clip_text_spec("clip:ViT-B/32")
-    path = write_set(tmp_path / "text.calib", sample(spec, "synthetic", 2, 0, progress=False),
-                     {"model": spec.name, "kind": spec.kind, "spec_digest": spec.digest()})
-    code, err = run(["--model", "cdinet-s", "--weights", "random", "--calib", str(path), "--out", str(tmp_path / "a"), *FAST], capsys)
-    assert code == 2 and "'clip-text' graph" in one_line(err)
-    assert_nothing_written(tmp_path, "a")
+def _foreign_folder(path):
+    path.mkdir()
+    (path / "notes.txt").write_text("keep me")
 
 
-def test_out_under_a_file(tmp_path, capsys):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    code, err = run(["--model", "cdinet-s", "--weights", "random", "--out", str(blocker / "sub" / "a"), *FAST], capsys)
-    assert code == 2 and "is a file" in one_line(err)
-    assert blocker.read_text() == "x"
+# --out onto something that is not an artifact: refused, and what was there is untouched.
+OUT_CASES = {
+    "a file": (lambda t: t / "a", _file, "is a file"),
+    "under a file": (lambda t: t / "a" / "sub" / "x", lambda p: _file(p.parent.parent), "is a file"),
+    "a foreign folder": (lambda t: t / "a", _foreign_folder, "not an edge-mm artifact"),
+}
 
 
-def test_out_is_a_file(tmp_path, capsys):
-    target = tmp_path / "a"
-    target.write_text("keep me")
-    code, err = run(["--model", "cdinet-s", "--weights", "random", "--out", str(target), *FAST], capsys)
-    assert code == 2 and "is a file" in one_line(err)
-    assert target.read_text() == "keep me"
-
-
-def test_out_is_a_foreign_folder(tmp_path, capsys):
-    target = tmp_path / "home"
-    target.mkdir()
-    (target / "notes.txt").write_text("mine")
-    code, err = run(["--model", "cdinet-s", "--weights", "random", "--out", str(target), *FAST], capsys)
-    assert code == 2 and "not an edge-mm artifact" in one_line(err)
-    assert (target / "notes.txt").read_text() == "mine"
+@pytest.mark.parametrize("case", list(OUT_CASES))
+def test_out_onto_what_is_not_an_artifact(tmp_path, capsys, case):
+    out_of, prepare, message = OUT_CASES[case]
+    out = out_of(tmp_path)
+    prepare(out)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code, err = run(["--model", "cdinet-s", "--weights", "random", "--out", str(out), *FAST], capsys)
+    assert code == 2 and message in one_line(err)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_failure_midway_leaves_no_half_artifact(tmp_path, capsys, monkeypatch):
@@ -138,23 +189,7 @@ def test_failure_midway_leaves_no_half_artifact(tmp_path, capsys, monkeypatch):
     code, err = run(["--model", "cdinet-s", "--weights", "random", "--out", str(out), *FAST], capsys)
     assert code == 2 and "does not match PyTorch" in one_line(err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
-    assert sorted(p.name for p in out.iterdir()) == ["report.json"] and (out / "report.json").read_text() == '{"old": true}'
-
-
-@pytest.mark.parametrize("argv,message", [
-    (["--size", "70"], "multiple of 16"),
-    (["--max-side", "100"], "multiple of 16"),
-])
-def test_bad_numbers(tmp_path, capsys, argv, message):
-    code, err = run(["--model", "cdinet-s", "--weights", "random", "--out", str(tmp_path / "a"), *argv], capsys)
-    assert code == 2 and message in one_line(err)
-
-
-def test_random_needs_a_known_clip_architecture(tmp_path, capsys):
-    code, err = run(["--model", "clip:custom", "--weights", "random", "--out", str(tmp_path / "a")], capsys)
-    assert code == 2 and "known architecture" in one_line(err)
-
-
-def test_weights_required_without_demo(tmp_path, capsys):
-    code, err = run(["--model", "cdinet", "--out", str(tmp_path / "a")], capsys)
-    assert code == 2 and "--weights is required" in one_line(err)
+    assert (
+        sorted(p.name for p in out.iterdir()) == ["report.json"]
+        and (out / "report.json").read_text() == '{"old": true}'
+    )

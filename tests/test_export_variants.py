@@ -44,12 +44,16 @@ def test_groups_cover_the_network(fp32):
 def test_greedy_search_keeps_only_the_harmful_group_in_float(fp32):
     groups = cdinet_groups(fp32)
     rng = np.random.default_rng(0)
-    feeds = [{"rgb": rng.standard_normal((1, 3, 32, 32), np.float32), "depth": rng.random((1, 1, 32, 32), np.float32)}
-             for _ in range(2)]
+    feeds = [
+        {"rgb": rng.standard_normal((1, 3, 32, 32), np.float32), "depth": rng.random((1, 1, 32, 32), np.float32)}
+        for _ in range(2)
+    ]
 
     def score(model):
-        return {"s_measure_drop": 0.05 * quantized_fraction(model, groups["decoder"])
-                + 0.001 * quantized_fraction(model, groups["rde"])}
+        return {
+            "s_measure_drop": 0.05 * quantized_fraction(model, groups["decoder"])
+            + 0.001 * quantized_fraction(model, groups["rde"])
+        }
 
     model, policy = search_cdinet_int8(fp32, feeds, score, budget=0.01, progress=lambda _: None)
     assert policy["float_groups"] == ["decoder"]
@@ -58,4 +62,3 @@ def test_greedy_search_keeps_only_the_harmful_group_in_float(fp32):
     assert len(policy["search"]["tries"]) == 1 + len(groups)  # the default, then each group once
     assert quantized_fraction(model, groups["decoder"]) == 0 and quantized_fraction(model, groups["rde"]) == 1
     onnx.checker.check_model(model, full_check=True)
-

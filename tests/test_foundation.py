@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -8,12 +6,6 @@ from edge_mm.atomic import atomic_dir, atomic_path
 from edge_mm.cli_support import run_cli
 from edge_mm.errors import ArtifactError, EdgeMMError, InputError
 from edge_mm.spec import ModelSpec, TensorSpec
-
-
-def test_import_edge_mm_leaves_torch_out():
-    code = "import sys, edge_mm, edge_mm.errors, edge_mm.spec, edge_mm.cli_support; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
 
 
 def test_cli_error_is_one_line_exit_2(capsys):

@@ -35,8 +35,10 @@ def saliency_model(spec=SPEC, op="Sigmoid") -> onnx.ModelProto:
             helper.make_node(op, ["logits"], ["saliency"]),
         ],
         "g",
-        [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [dims[0], 3, dims[2], dims[3]]),
-         helper.make_tensor_value_info("depth", TensorProto.FLOAT, [dims[0], 1, dims[2], dims[3]])],
+        [
+            helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [dims[0], 3, dims[2], dims[3]]),
+            helper.make_tensor_value_info("depth", TensorProto.FLOAT, [dims[0], 1, dims[2], dims[3]]),
+        ],
         [helper.make_tensor_value_info("saliency", TensorProto.FLOAT, [dims[0], 1, dims[2], dims[3]])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -147,7 +149,10 @@ def test_graph_onnxruntime_cannot_load_is_an_artifact_error(tmp_path):
     path = tmp_path / "model.onnx"
     onnx.save(saliency_model(op="NoSuchOp"), str(path))  # well-formed protobuf, broken graph
     backend = OnnxRuntimeBackend(path)
-    with pytest.raises(ArtifactError, match="onnxruntime cannot load .*model.onnx.*re-export it with `python -m export.build_engine --model cdinet-s"):
+    with pytest.raises(
+        ArtifactError,
+        match="onnxruntime cannot load .*model.onnx.*re-export it with `python -m export.build_engine --model cdinet-s",
+    ):
         backend.activate()
 
 
@@ -161,8 +166,12 @@ def test_missing_spec_metadata(tmp_path):
 def test_explicit_spec_must_match_the_graph_inputs(tmp_path):
     path = tmp_path / "model.onnx"
     onnx.save(saliency_model(spec=None), str(path))
-    other = ModelSpec(kind="clip-image", name="clip", inputs=[TensorSpec("image", "float32", ["batch", 3, 224, 224])],
-                      outputs=[TensorSpec("image_embeds", "float32", ["batch", 512])])
+    other = ModelSpec(
+        kind="clip-image",
+        name="clip",
+        inputs=[TensorSpec("image", "float32", ["batch", 3, 224, 224])],
+        outputs=[TensorSpec("image_embeds", "float32", ["batch", 512])],
+    )
     with pytest.raises(ArtifactError, match="no edge-mm model spec"):
         OnnxRuntimeBackend(path, spec=other).activate()
     onnx.save(saliency_model(spec=other), str(path))

@@ -24,9 +24,9 @@ from export.precision import (
     qdq_summary,
     to_fp16,
     to_int8_qdq,
+    trt_rtx_check,
 )
 from export.precision import graph as g
-from export.precision import trt_rtx_check
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -133,8 +133,16 @@ def export(module: nn.Module, args, names, outputs, dynamic, path) -> onnx.Model
     torch.manual_seed(0)
     module.eval()
     with torch.no_grad():
-        torch.onnx.export(module, args, str(path), opset_version=17, dynamo=False, input_names=names,
-                          output_names=outputs, dynamic_axes=dynamic)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            opset_version=17,
+            dynamo=False,
+            input_names=names,
+            output_names=outputs,
+            dynamic_axes=dynamic,
+        )
     model = onnx.load(str(path))
     model.metadata_props.add(key="edge_mm", value='{"kind": "test"}')
     return model
@@ -142,7 +150,9 @@ def export(module: nn.Module, args, names, outputs, dynamic, path) -> onnx.Model
 
 def saliency_feeds(rng, n: int = 1, size: int = 32):
     coarse = rng.normal(0, 1, (n, 4, size // 8, size // 8)).astype(np.float32)
-    image = np.kron(coarse, np.ones((1, 1, 8, 8), np.float32)) + 0.2 * rng.normal(0, 1, (n, 4, size, size)).astype(np.float32)
+    image = np.kron(coarse, np.ones((1, 1, 8, 8), np.float32)) + 0.2 * rng.normal(0, 1, (n, 4, size, size)).astype(
+        np.float32
+    )
     return {"rgb": np.ascontiguousarray(image[:, :3]), "depth": np.ascontiguousarray(image[:, 3:])}
 
 
@@ -167,15 +177,20 @@ def text(tmp_path_factory):
     torch.manual_seed(0)
     ids = torch.from_numpy(text_feeds(np.random.default_rng(1), 2)["input_ids"])
     axes = {"input_ids": {0: "n"}, "text_embeds": {0: "n"}}
-    return export(TinyTextEncoder(), (ids,), ["input_ids"], ["text_embeds"], axes, tmp_path_factory.mktemp("m") / "t.onnx")
+    return export(
+        TinyTextEncoder(), (ids,), ["input_ids"], ["text_embeds"], axes, tmp_path_factory.mktemp("m") / "t.onnx"
+    )
 
 
 @pytest.fixture(scope="module")
 def variants(saliency, text):
     rng = np.random.default_rng(0)
     return {
-        "saliency": {"fp32": saliency, "fp16": to_fp16(saliency),
-                     "int8": to_int8_qdq(saliency, [saliency_feeds(rng) for _ in range(8)])},
+        "saliency": {
+            "fp32": saliency,
+            "fp16": to_fp16(saliency),
+            "int8": to_int8_qdq(saliency, [saliency_feeds(rng) for _ in range(8)]),
+        },
         "text": {"fp32": text, "fp16": to_fp16(text), "int8": to_int8_qdq(text, [text_feeds(rng) for _ in range(8)])},
     }
 
@@ -187,8 +202,10 @@ def run(model: onnx.ModelProto, feeds):
 
 def elem_types(model: onnx.ModelProto):
     inferred = onnx.shape_inference.infer_shapes(model)
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in
-             list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    types = {
+        vi.name: vi.type.tensor_type.elem_type
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
+    }
     types.update({t.name: t.data_type for t in inferred.graph.initializer})
     return types
 
@@ -206,9 +223,9 @@ def test_fp16_is_valid_and_agrees_with_fp32(variants, which):
     onnx.checker.check_model(fp16, full_check=True)
     feeds = FEEDS[which](np.random.default_rng(5))
     reference, candidate = run(fp32, feeds), run(fp16, feeds)
-    for name, out in candidate.items():
+    for _name, out in candidate.items():
         assert out.dtype == np.float32
-    for name, metrics in compare_outputs(reference, candidate).items():
+    for _name, metrics in compare_outputs(reference, candidate).items():
         assert metrics["cosine_min"] > 0.9999, metrics
         assert metrics["max_abs"] < 2e-3, metrics
         assert metrics["max_abs"] > 0  # it really computes in FP16
@@ -249,7 +266,14 @@ def test_fp16_computes_weighted_layers_in_fp16_and_sensitive_ops_in_fp32(variant
 
 
 def test_fp16_keeps_decomposed_layernorm_statistics_fp32(tmp_path):
-    model = export(DecomposedLayerNorm(), (torch.randn(2, 5, 64),), ["x"], ["y"], {"x": {0: "n"}, "y": {0: "n"}}, tmp_path / "ln.onnx")
+    model = export(
+        DecomposedLayerNorm(),
+        (torch.randn(2, 5, 64),),
+        ["x"],
+        ["y"],
+        {"x": {0: "n"}, "y": {0: "n"}},
+        tmp_path / "ln.onnx",
+    )
     ops = {n.op_type for n in model.graph.node}
     assert {"ReduceMean", "Pow", "Sqrt"} <= ops and "LayerNormalization" not in ops
     fp16 = to_fp16(model)
@@ -268,7 +292,9 @@ def test_fp16_keeps_decomposed_layernorm_statistics_fp32(tmp_path):
 
 
 def test_fp16_output_written_by_fp32_op(tmp_path):
-    model = export(SoftmaxHead(), (torch.randn(3, 16),), ["x"], ["probs"], {"x": {0: "n"}, "probs": {0: "n"}}, tmp_path / "sm.onnx")
+    model = export(
+        SoftmaxHead(), (torch.randn(3, 16),), ["x"], ["probs"], {"x": {0: "n"}, "probs": {0: "n"}}, tmp_path / "sm.onnx"
+    )
     fp16 = to_fp16(model)
     onnx.checker.check_model(fp16, full_check=True)
     x = np.random.default_rng(0).normal(0, 1, (3, 16)).astype(np.float32)
@@ -293,7 +319,7 @@ def test_int8_is_valid_and_agrees_with_fp32(variants, which):
     assert g.io_elem_types(int8) == g.io_elem_types(fp32)
     assert {p.key: p.value for p in int8.metadata_props} == {p.key: p.value for p in fp32.metadata_props}
     feeds = FEEDS[which](np.random.default_rng(6))
-    for name, metrics in compare_outputs(run(fp32, feeds), run(int8, feeds)).items():
+    for _name, metrics in compare_outputs(run(fp32, feeds), run(int8, feeds)).items():
         assert metrics["cosine_min"] > 0.999, metrics
         assert 0 < metrics["max_abs"] < 0.05, metrics
 
@@ -340,7 +366,9 @@ def test_int8_leaves_sensitive_nodes_in_float(variants):
     for node in int8.graph.node:
         if node.op_type in ("LayerNormalization", "Softmax", "Add", "Sigmoid", "ReduceL2", "Div"):
             assert not any(dequantized(t) for t in node.input), node.name
-        if node.op_type == "MatMul" and not any(t in inits or (writer.get(t) and writer[t].input[0] in inits) for t in node.input):
+        if node.op_type == "MatMul" and not any(
+            t in inits or (writer.get(t) and writer[t].input[0] in inits) for t in node.input
+        ):
             assert not any(dequantized(t) for t in node.input), f"attention MatMul {node.name} was quantized"
     # The projection nearest the output keeps its FP32 weight.
     heads = g.head_nodes(int8)
@@ -416,9 +444,16 @@ def test_trt_rtx_refuses_int32_bias(saliency, tmp_path):
 
     onnx.save(saliency, str(tmp_path / "fp32.onnx"))
     reader = FeedsCalibrationReader([saliency_feeds(np.random.default_rng(0))])
-    quantize_static(str(tmp_path / "fp32.onnx"), str(tmp_path / "bias.onnx"), reader, quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    extra_options={"ActivationSymmetric": True})
+    quantize_static(
+        str(tmp_path / "fp32.onnx"),
+        str(tmp_path / "bias.onnx"),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={"ActivationSymmetric": True},
+    )
     errors = trt_rtx_check.trt_rtx_parses((tmp_path / "bias.onnx").read_bytes())
     assert errors and "Int32" in errors[0]
 

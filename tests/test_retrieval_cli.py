@@ -16,8 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from retrieval_support import tiny_clip_artifact, write_scene_images, write_video
+from support import pyrealsense2_or_skip
+
 from runtime.retrieval.cli import main
 from runtime.retrieval.embed import ClipEmbedder, locate_clip_artifact
 from runtime.retrieval.store import IndexStore
@@ -43,8 +44,13 @@ def run_json(capsys, argv):
 
 
 def cli(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "runtime.retrieval.cli", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.retrieval.cli", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def items_of(index):
@@ -60,7 +66,9 @@ def test_add_folder_skips_what_is_indexed(tmp_path, clip, capsys):
     (tmp_path / "photos" / "notes.txt").write_text("ignored: not an image suffix")
     index = tmp_path / "idx"
 
-    first = run_json(capsys, ["add", "--model", str(clip), "--index", str(index), str(tmp_path / "photos"), "--batch", "4"])
+    first = run_json(
+        capsys, ["add", "--model", str(clip), "--index", str(index), str(tmp_path / "photos"), "--batch", "4"]
+    )
     assert (first["added"], first["skipped"], first["unreadable"], first["items"]) == (10, 0, 1, 10)
     stored = items_of(index)
     assert sorted(Path(i["path"]).name for i in stored) == sorted([p.name for p in paths] + ["copy.jpg"])
@@ -136,8 +144,10 @@ def test_recording_whole_frames_and_salient_crops(tmp_path, clip, d435_bag, caps
     index = tmp_path / "idx"
     whole = run_json(capsys, ["add", "--model", str(clip), "--index", str(index), f"recording:{d435_bag}"])
     assert whole["added"] == 1
-    salient = run_json(capsys, ["add", "--index", str(index), str(d435_bag),
-                                "--saliency", str(depth_oracle_artifact(tmp_path / "oracle"))])
+    salient = run_json(
+        capsys,
+        ["add", "--index", str(index), str(d435_bag), "--saliency", str(depth_oracle_artifact(tmp_path / "oracle"))],
+    )
     assert (salient["added"], salient["no_object"]) == (1, 0)
     frame, crop = sorted(items_of(index), key=lambda i: i["box"] is not None)
     assert frame["box"] is None and frame["source"] == crop["source"] == "recording"
@@ -152,13 +162,15 @@ def test_recording_whole_frames_and_salient_crops(tmp_path, clip, d435_bag, caps
 
 
 def test_recording_sampled_at_fps(tmp_path, clip, capsys):
-    pytest.importorskip("pyrealsense2")
+    pyrealsense2_or_skip()
     from data_gen import write_rs_recording
 
     recording = tmp_path / "run.db3"
     written = write_rs_recording(recording, frames=10, fps=30)
     index = tmp_path / "idx"
-    report = run_json(capsys, ["add", "--model", str(clip), "--index", str(index), f"recording:{recording}", "--fps", "10"])
+    report = run_json(
+        capsys, ["add", "--model", str(clip), "--index", str(index), f"recording:{recording}", "--fps", "10"]
+    )
     stored = sorted(items_of(index), key=lambda i: i["frame_time"])
     t0 = written[0].timestamp_ms
     times = [(w.timestamp_ms - t0) / 1000 for w in written]
@@ -175,8 +187,10 @@ def test_another_models_artifact_is_a_one_line_error(tmp_path, clip, other_clip,
     write_scene_images(tmp_path / "photos", 2)
     index = tmp_path / "idx"
     run_json(capsys, ["add", "--model", str(clip), "--index", str(index), str(tmp_path / "photos")])
-    for args in (["search", "--index", index, "--model", other_clip, "a red circle"],
-                 ["add", "--index", index, "--model", other_clip, tmp_path / "photos"]):
+    for args in (
+        ["search", "--index", index, "--model", other_clip, "a red circle"],
+        ["add", "--index", index, "--model", other_clip, tmp_path / "photos"],
+    ):
         done = cli(*args)
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()
@@ -184,13 +198,16 @@ def test_another_models_artifact_is_a_one_line_error(tmp_path, clip, other_clip,
     assert len(items_of(index)) == 2
 
 
-@pytest.mark.parametrize("args,says", [
-    (["add", "--index", "{tmp}/idx", "{tmp}/nowhere"], "does not exist"),
-    (["add", "--index", "{tmp}/idx", "--model", "{tmp}", "{tmp}/empty"], "holds no image files"),
-    (["search", "--index", "{tmp}/idx", "a mug"], "no retrieval index"),
-    (["add", "--index", "{tmp}/idx", "--model", "{tmp}", "synthetic:3"], "is endless; pass --max-frames"),
-    (["add", "--index", "{tmp}/idx", "--model", "{tmp}/photos", "{tmp}/photos"], "neither image/ and text/"),
-])
+@pytest.mark.parametrize(
+    "args,says",
+    [
+        (["add", "--index", "{tmp}/idx", "{tmp}/nowhere"], "does not exist"),
+        (["add", "--index", "{tmp}/idx", "--model", "{tmp}", "{tmp}/empty"], "holds no image files"),
+        (["search", "--index", "{tmp}/idx", "a mug"], "no retrieval index"),
+        (["add", "--index", "{tmp}/idx", "--model", "{tmp}", "synthetic:3"], "is endless; pass --max-frames"),
+        (["add", "--index", "{tmp}/idx", "--model", "{tmp}/photos", "{tmp}/photos"], "neither image/ and text/"),
+    ],
+)
 def test_bad_input_is_one_line(tmp_path, args, says):
     write_scene_images(tmp_path / "photos", 1)
     (tmp_path / "empty").mkdir()
@@ -214,9 +231,23 @@ def test_ctrl_c_keeps_committed_batches_and_resumes(tmp_path, clip):
     for i in range(count):
         cv2.imwrite(str(folder / f"{i:04d}.png"), rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
     index = tmp_path / "idx"
-    cmd = [sys.executable, "-m", "runtime.retrieval.cli", "add", "--model", str(clip), "--index", str(index),
-           str(folder), "--no-progress", "--threads", "1"]
-    child = subprocess.Popen(cmd + ["--batch", "2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "runtime.retrieval.cli",
+        "add",
+        "--model",
+        str(clip),
+        "--index",
+        str(index),
+        str(folder),
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
+    child = subprocess.Popen(
+        cmd + ["--batch", "2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 60
     committed = 0
     while committed == 0 and time.monotonic() < deadline and child.poll() is None:

@@ -117,6 +117,7 @@ def test_recall_at_k():
 
 # ---- FAISS ------------------------------------------------------------------------------------------
 
+
 def test_missing_faiss_gives_an_install_hint(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)  # makes `import faiss` raise ImportError
     with fill(tmp_path / "idx", random_unit(10, 8, 0)) as store:

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from runtime_support import ROOT, count_video_frames, read_events
+
 from runtime.cli import DEFAULT_MODEL_DIR, main
 
 
@@ -59,8 +59,17 @@ def test_corrupt_onnx_is_a_one_line_error_with_the_rebuild_command(cdinet_artifa
 
 
 def test_recording_that_does_not_exist(oracle_artifact, tmp_path):
-    line = one_line_error(run_cli("--model", oracle_artifact, "--camera", f"recording:{tmp_path / 'nope.db3'}",
-                                  "--headless", "--stats", tmp_path / "s.json"))
+    line = one_line_error(
+        run_cli(
+            "--model",
+            oracle_artifact,
+            "--camera",
+            f"recording:{tmp_path / 'nope.db3'}",
+            "--headless",
+            "--stats",
+            tmp_path / "s.json",
+        )
+    )
     assert "does not exist" in line
     assert not (tmp_path / "s.json").exists()  # nothing ran, so no stats file claims otherwise
 
@@ -85,7 +94,9 @@ def test_no_camera_connected(oracle_artifact):
 
 
 def test_forcing_tensorrt_without_an_engine_is_an_error(oracle_artifact):
-    line = one_line_error(run_cli("--model", oracle_artifact, "--backend", "tensorrt", "--camera", "synthetic", "--frames", "1"))
+    line = one_line_error(
+        run_cli("--model", oracle_artifact, "--backend", "tensorrt", "--camera", "synthetic", "--frames", "1")
+    )
     assert "--backend tensorrt" in line and "python -m export.build_engine" in line
 
 
@@ -95,8 +106,14 @@ def test_window_required_where_none_can_open(oracle_artifact):
 
 
 def test_bad_flag_values_are_one_line_errors(capsys, oracle_artifact):
-    for argv in (["--threshold", "1.5"], ["--frames", "0"], ["--backend", "cuda"], ["--serve", "localhost:http"],
-                 ["--out", "x.gif"], ["--camera", "webcam"]):
+    for argv in (
+        ["--threshold", "1.5"],
+        ["--frames", "0"],
+        ["--backend", "cuda"],
+        ["--serve", "localhost:http"],
+        ["--out", "x.gif"],
+        ["--camera", "webcam"],
+    ):
         assert main(["--model", str(oracle_artifact), "--headless", *argv]) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err, (argv, err)
@@ -109,7 +126,7 @@ def test_toml_config_is_used_and_flags_override_it(tmp_path, capsys, oracle_arti
     config = tmp_path / "run.toml"
     config.write_text(
         f'model = "{oracle_artifact}"\ncamera = "synthetic:4"\nthreshold = 0.7\nheadless = true\n'
-        'stats-interval = 1.5\nframes = 9\n\n[source]\ngenerator_options = {max_objects = 1}\n'
+        "stats-interval = 1.5\nframes = 9\n\n[source]\ngenerator_options = {max_objects = 1}\n"
     )
     assert main(["--config", str(config), "--frames", "3", "--print-config"]) == 0
     text = capsys.readouterr().out
@@ -121,14 +138,17 @@ def test_toml_config_is_used_and_flags_override_it(tmp_path, capsys, oracle_arti
     assert rc == 0 and len(read_events(tmp_path / "e.jsonl")) == 3
 
 
-@pytest.mark.parametrize("body, words", [
-    ("colour = 'x'\n", "unknown key 'colour'"),
-    ("frames = 'ten'\n", "frames"),
-    ("headless = 1\n", "true or false"),
-    ("backend = 'cuda'\n", "not one of"),
-    ("frames = \n", "not valid TOML"),
-    ("source = 3\n", "[source]"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ("colour = 'x'\n", "unknown key 'colour'"),
+        ("frames = 'ten'\n", "frames"),
+        ("headless = 1\n", "true or false"),
+        ("backend = 'cuda'\n", "not one of"),
+        ("frames = \n", "not valid TOML"),
+        ("source = 3\n", "[source]"),
+    ],
+)
 def test_bad_config_files(tmp_path, capsys, body, words):
     config = tmp_path / "bad.toml"
     config.write_text(body)
@@ -140,8 +160,22 @@ def test_bad_config_files(tmp_path, capsys, body, words):
 def test_unknown_source_option_in_config(tmp_path, capsys, oracle_artifact):
     config = tmp_path / "c.toml"
     config.write_text("[source]\nexposure = 3\n")
-    assert main(["--config", str(config), "--model", str(oracle_artifact), "--camera", "synthetic", "--headless",
-                 "--frames", "1"]) == 2
+    assert (
+        main(
+            [
+                "--config",
+                str(config),
+                "--model",
+                str(oracle_artifact),
+                "--camera",
+                "synthetic",
+                "--headless",
+                "--frames",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "exposure" in capsys.readouterr().err
 
 
@@ -174,9 +208,28 @@ def test_ctrl_c_closes_every_output_cleanly(oracle_artifact, tmp_path):
     video, events, stats = tmp_path / "o.mp4", tmp_path / "e.jsonl", tmp_path / "s.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("DISPLAY", None)
-    cmd = [sys.executable, "-c", "import sys; from runtime.cli import main; sys.exit(main())",
-           "--model", str(oracle_artifact), "--camera", "synthetic", "--frames", "100000", "--size", "160x120",
-           "--threads", "1", "--headless", "--out", str(video), "--events", str(events), "--stats", str(stats)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from runtime.cli import main; sys.exit(main())",
+        "--model",
+        str(oracle_artifact),
+        "--camera",
+        "synthetic",
+        "--frames",
+        "100000",
+        "--size",
+        "160x120",
+        "--threads",
+        "1",
+        "--headless",
+        "--out",
+        str(video),
+        "--events",
+        str(events),
+        "--stats",
+        str(stats),
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

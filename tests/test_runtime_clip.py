@@ -3,11 +3,11 @@
 import json
 
 import pytest
-
 from retrieval_support import demo_clip_artifact
+from runtime_support import build_artifact
+
 from runtime.cli import main as run_main
 from runtime.retrieval.store import IndexStore
-from runtime_support import build_artifact
 
 COLOURS = "red,green,blue,yellow,orange,purple,white,black"
 
@@ -25,13 +25,40 @@ def artifacts(tmp_path_factory):
 def test_run_labels_matches_and_indexes_salient_objects(tmp_path, artifacts, capsys):
     saliency, clip = artifacts
     events, stats, index = tmp_path / "events.jsonl", tmp_path / "stats.json", tmp_path / "seen"
-    code = run_main([
-        "--model", str(saliency), "--camera", "synthetic:11", "--frames", "16", "--size", "320x240",
-        "--headless", "--events", str(events), "--stats", str(stats), "--quiet",
-        "--clip", str(clip), "--labels", COLOURS, "--label-template", "a {} object",
-        "--query", "a red object", "--query-threshold", "0.5", "--index", str(index), "--index-every", "0",
-        "--clip-rate", "1000",
-    ])
+    code = run_main(
+        [
+            "--model",
+            str(saliency),
+            "--camera",
+            "synthetic:11",
+            "--frames",
+            "16",
+            "--size",
+            "320x240",
+            "--headless",
+            "--events",
+            str(events),
+            "--stats",
+            str(stats),
+            "--quiet",
+            "--clip",
+            str(clip),
+            "--labels",
+            COLOURS,
+            "--label-template",
+            "a {} object",
+            "--query",
+            "a red object",
+            "--query-threshold",
+            "0.5",
+            "--index",
+            str(index),
+            "--index-every",
+            "0",
+            "--clip-rate",
+            "1000",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     frames = [e for e in lines if "index" in e and e.get("type") is None]
@@ -47,5 +74,8 @@ def test_run_labels_matches_and_indexes_salient_objects(tmp_path, artifacts, cap
 
 def test_clip_options_need_clip(tmp_path, artifacts, capsys):
     saliency, _ = artifacts
-    assert run_main(["--model", str(saliency), "--camera", "synthetic", "--frames", "1", "--headless", "--labels", "mug"]) == 2
+    assert (
+        run_main(["--model", str(saliency), "--camera", "synthetic", "--frames", "1", "--headless", "--labels", "mug"])
+        == 2
+    )
     assert "--labels needs a CLIP model: add --clip CLIP_ARTIFACT" in capsys.readouterr().err

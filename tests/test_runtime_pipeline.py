@@ -9,8 +9,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-
-from edge_mm.errors import CameraError
 from runtime_support import (
     DEMO_WEIGHTS,
     build_artifact,
@@ -18,6 +16,9 @@ from runtime_support import (
     oracle_saliency,
     read_events,
 )
+from support import pyrealsense2_or_skip
+
+from edge_mm.errors import CameraError
 from runtime.cli import main
 from runtime.pipeline import Pipeline, save_snapshot
 from runtime.saliency import SaliencyModel, analyse_saliency, mask_iou
@@ -45,7 +46,7 @@ def _check_outputs(tmp_path, n, capsys_out=""):
         assert row["latency_ms"] >= 0
     summary = json.loads(stats.read_text())
     assert summary["frames"] == n and summary["complete"] is True
-    for key in ("fps", "model_fps", "latency_ms", "stages_ms", "backend", "model", "source"):
+    for key in ("fps", "model_alone_fps", "pipeline_vs_model", "latency_ms", "stages_ms", "backend", "model", "source"):
         assert key in summary
     assert {"capture", "preprocess", "infer", "postprocess", "render", "output"} <= set(summary["stages_ms"])
     assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"] <= summary["latency_ms"]["max"]
@@ -58,8 +59,21 @@ def _outputs(tmp_path):
 
 
 def test_synthetic_scenes_with_a_cdinet_artifact(cdinet_artifact, tmp_path, capsys):
-    rc, out, _ = _run(["--model", cdinet_artifact, "--camera", "synthetic:3", "--frames", 6, "--size", "160x120",
-                       "--headless", *_outputs(tmp_path)], capsys)
+    rc, out, _ = _run(
+        [
+            "--model",
+            cdinet_artifact,
+            "--camera",
+            "synthetic:3",
+            "--frames",
+            6,
+            "--size",
+            "160x120",
+            "--headless",
+            *_outputs(tmp_path),
+        ],
+        capsys,
+    )
     assert rc == 0
     assert "backend: ort-cpu fp32" in out and "stopped (frame limit)" in out
     rows, summary = _check_outputs(tmp_path, 6)
@@ -74,8 +88,23 @@ def test_each_result_matches_the_model_run_directly_on_its_own_frame(oracle_arti
     """Pipeline results, frame by frame, equal the same graph run outside the pipeline: nothing is
     flipped, shifted, mixed up between frames or reordered (3 workers per stage)."""
     n = 8
-    rc, _, _ = _run(["--model", oracle_artifact, "--camera", "synthetic:5", "--frames", n, "--size", "160x120",
-                     "--headless", "--workers", 3, *_outputs(tmp_path)], capsys)
+    rc, _, _ = _run(
+        [
+            "--model",
+            oracle_artifact,
+            "--camera",
+            "synthetic:5",
+            "--frames",
+            n,
+            "--size",
+            "160x120",
+            "--headless",
+            "--workers",
+            3,
+            *_outputs(tmp_path),
+        ],
+        capsys,
+    )
     assert rc == 0
     rows, summary = _check_outputs(tmp_path, n)
     with open_source("synthetic:5", size=(120, 160), count=n) as source:
@@ -89,7 +118,9 @@ def test_each_result_matches_the_model_run_directly_on_its_own_frame(oracle_arti
     for frame, row in zip(frames, rows):
         rgb, depth = preprocess_rgbd(frame.color, frame.depth_m, RgbdPreprocess(size=(64, 64)))
         pred = session.run(None, {"rgb": rgb[None], "depth": depth[None]})[0]
-        np.testing.assert_allclose(pred, oracle_saliency(frame.color, frame.depth_m), atol=1e-4)  # the graph is the oracle
+        np.testing.assert_allclose(
+            pred, oracle_saliency(frame.color, frame.depth_m), atol=1e-4
+        )  # the graph is the oracle
         direct = analyse_saliency(pred, frame.size, frame.depth_m)
         expected_iou = mask_iou(direct.mask, frame.meta["mask"])
         expected_ious.append(expected_iou)
@@ -102,8 +133,9 @@ def test_each_result_matches_the_model_run_directly_on_its_own_frame(oracle_arti
 
 
 def test_the_real_d435_recording(cdinet_artifact, d435_bag, tmp_path, capsys):
-    rc, out, _ = _run(["--model", cdinet_artifact, "--camera", f"recording:{d435_bag}", "--headless",
-                       *_outputs(tmp_path)], capsys)
+    rc, out, _ = _run(
+        ["--model", cdinet_artifact, "--camera", f"recording:{d435_bag}", "--headless", *_outputs(tmp_path)], capsys
+    )
     assert rc == 0, out
     rows, summary = _check_outputs(tmp_path, 1)  # the file holds one colour frame
     assert summary["source"].startswith("recording:") and summary["live"] is False
@@ -113,7 +145,7 @@ def test_the_real_d435_recording(cdinet_artifact, d435_bag, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def db3_recording(tmp_path_factory):
-    pytest.importorskip("pyrealsense2", reason="pyrealsense2 does not import here")
+    pyrealsense2_or_skip()
     from data_gen import write_rs_recording
 
     path = tmp_path_factory.mktemp("db3") / "planes.db3"
@@ -123,7 +155,9 @@ def db3_recording(tmp_path_factory):
 
 def test_a_generated_db3_recording_every_frame_once_with_its_depth(oracle_artifact, db3_recording, tmp_path, capsys):
     path, written = db3_recording
-    rc, _, _ = _run(["--model", oracle_artifact, "--camera", f"recording:{path}", "--headless", *_outputs(tmp_path)], capsys)
+    rc, _, _ = _run(
+        ["--model", oracle_artifact, "--camera", f"recording:{path}", "--headless", *_outputs(tmp_path)], capsys
+    )
     assert rc == 0
     rows, _ = _check_outputs(tmp_path, len(written))
     assert [r["timestamp_ms"] for r in rows] == pytest.approx([w.timestamp_ms for w in written], abs=1e-3)
@@ -136,8 +170,20 @@ def test_a_generated_db3_recording_every_frame_once_with_its_depth(oracle_artifa
 def test_loop_replays_a_recording_up_to_the_frame_count(oracle_artifact, db3_recording, tmp_path, capsys):
     path, written = db3_recording
     n = len(written) * 2 + 3
-    rc, _, _ = _run(["--model", oracle_artifact, "--camera", f"recording:{path}", "--loop", "--frames", n,
-                     "--headless", *_outputs(tmp_path)], capsys)
+    rc, _, _ = _run(
+        [
+            "--model",
+            oracle_artifact,
+            "--camera",
+            f"recording:{path}",
+            "--loop",
+            "--frames",
+            n,
+            "--headless",
+            *_outputs(tmp_path),
+        ],
+        capsys,
+    )
     assert rc == 0
     rows, summary = _check_outputs(tmp_path, n)
     period = [w.timestamp_ms for w in written]
@@ -147,9 +193,28 @@ def test_loop_replays_a_recording_up_to_the_frame_count(oracle_artifact, db3_rec
 @pytest.mark.parametrize("workers", [1, 3])
 def test_live_source_keeps_order_counts_drops_and_stops_at_the_frame_count(oracle_artifact, tmp_path, capsys, workers):
     n = 12
-    rc, out, _ = _run(["--model", oracle_artifact, "--camera", "synthetic", "--fps", 60, "--frames", n, "--workers", workers,
-                       "--size", "160x120", "--headless", "--events", tmp_path / "e.jsonl", "--stats", tmp_path / "s.json"],
-                      capsys)
+    rc, out, _ = _run(
+        [
+            "--model",
+            oracle_artifact,
+            "--camera",
+            "synthetic",
+            "--fps",
+            60,
+            "--frames",
+            n,
+            "--workers",
+            workers,
+            "--size",
+            "160x120",
+            "--headless",
+            "--events",
+            tmp_path / "e.jsonl",
+            "--stats",
+            tmp_path / "s.json",
+        ],
+        capsys,
+    )
     assert rc == 0, out
     rows = read_events(tmp_path / "e.jsonl")
     indices = [r["index"] for r in rows]
@@ -178,18 +243,25 @@ class _UnpluggedCamera(Source):
 
     def _read(self):
         if self._next_index >= self.good:
-            raise CameraError("RealSense 123 was lost (Frame didn't arrive within 5000) and 5 reconnect attempts failed; "
-                              "check the USB 3 cable and port, then restart")
+            raise CameraError(
+                "RealSense 123 was lost (Frame didn't arrive within 5000) and 5 reconnect attempts failed; "
+                "check the USB 3 cable and port, then restart"
+            )
         color = np.full((48, 64, 3), 40 * self._next_index % 255, np.uint8)
-        return Frame(color, np.full((48, 64), 1.5, np.float32), 33.3 * self._next_index, __import__("time").perf_counter())
+        return Frame(
+            color, np.full((48, 64), 1.5, np.float32), 33.3 * self._next_index, __import__("time").perf_counter()
+        )
 
 
-def test_a_camera_lost_for_good_leaves_valid_outputs_and_a_one_line_error(oracle_artifact, tmp_path, capsys, monkeypatch):
+def test_a_camera_lost_for_good_leaves_valid_outputs_and_a_one_line_error(
+    oracle_artifact, tmp_path, capsys, monkeypatch
+):
     import runtime.sources as sources
 
     monkeypatch.setattr(sources, "open_source", lambda uri, **options: _UnpluggedCamera(good=5).open())
-    rc, out, err = _run(["--model", oracle_artifact, "--camera", "synthetic", "--frames", 50, "--headless",
-                         *_outputs(tmp_path)], capsys)
+    rc, out, err = _run(
+        ["--model", oracle_artifact, "--camera", "synthetic", "--frames", 50, "--headless", *_outputs(tmp_path)], capsys
+    )
     assert rc == 2
     assert err.strip().count("\n") == 0 and "reconnect attempts failed" in err
     rows, summary = _check_outputs(tmp_path, 5)
@@ -211,7 +283,12 @@ def test_pipeline_api_with_several_workers_and_a_snapshot(oracle_artifact, tmp_p
         assert [r.frame.index for r in results] == list(range(9))
         assert count_video_frames(tmp_path / "v.avi") == 9
         paths = save_snapshot(results[4], tmp_path / "snaps")
-        assert sorted(p.name.rsplit("-", 1)[1] for p in paths) == ["color.png", "depth.png", "overlay.png", "saliency.png"]
+        assert sorted(p.name.rsplit("-", 1)[1] for p in paths) == [
+            "color.png",
+            "depth.png",
+            "overlay.png",
+            "saliency.png",
+        ]
         overlay = cv2.imread(str(paths[0]))
         assert overlay.shape == (96, 128, 3)
 
@@ -226,8 +303,9 @@ def test_demo_weights_find_the_synthetic_objects(tmp_path_factory, tmp_path, cap
     for a pipeline that flips, shifts or mismatches frames and results.
     """
     artifact = build_artifact(tmp_path_factory.getbasetemp() / "cdinet-s-demo", weights="", size=0)
-    rc, out, _ = _run(["--model", artifact, "--camera", "synthetic:777", "--frames", 24, "--headless",
-                       *_outputs(tmp_path)], capsys)
+    rc, out, _ = _run(
+        ["--model", artifact, "--camera", "synthetic:777", "--frames", 24, "--headless", *_outputs(tmp_path)], capsys
+    )
     assert rc == 0
     _, summary = _check_outputs(tmp_path, 24)
     iou = summary["iou_vs_ground_truth"]["mean"]

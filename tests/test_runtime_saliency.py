@@ -10,7 +10,7 @@ from edge_mm.errors import InputError
 from edge_mm.synthetic import SceneGenerator
 from runtime.overlay import BOX_COLOUR, render
 from runtime.saliency import analyse_saliency, mask_iou
-from runtime.stats import PipelineStats, Series, format_summary
+from runtime.stats import PipelineStats, Series, format_summary, measure_model_alone
 
 
 def _scene(index=0, size=(240, 320)):
@@ -87,22 +87,30 @@ def test_overlay_tints_only_salient_pixels_and_draws_the_box_and_text():
     image = render(scene.bgr, result, ["12.0 FPS | latency p50 40 / p95 50 ms"])
     assert image.shape == scene.bgr.shape and image.dtype == np.uint8
     assert not np.shares_memory(image, scene.bgr)
-    far = (cv2.dilate(scene.mask, np.ones((25, 25), np.uint8)) == 0)
+    far = cv2.dilate(scene.mask, np.ones((25, 25), np.uint8)) == 0
     far[:60] = False  # the text panel
     x0, y0, x1, y1 = result.box
-    far[max(0, y0 - 40):y1 + 10, max(0, x0 - 10):x1 + 200] = False  # the box and its label
+    far[max(0, y0 - 40) : y1 + 10, max(0, x0 - 10) : x1 + 200] = False  # the box and its label
     assert np.array_equal(image[far], scene.bgr[far])  # probability 0: untouched
     inside = scene.mask > 127
     assert np.abs(image[inside].astype(int) - scene.bgr[inside]).mean() > 20  # salient: tinted
     assert tuple(image[(y0 + y1) // 2, x0]) == BOX_COLOUR  # the box's left edge
     assert (image[5:50, 5:200] != scene.bgr[5:50, 5:200]).any()  # the stats text
     plain = render(scene.bgr, result, [], show_heatmap=False)  # overlay off (key o): box only
-    core = (cv2.erode(scene.mask, np.ones((15, 15), np.uint8)) > 0)
-    core[max(0, y0 - 40):y0 + 5] = False  # the label above the box
+    core = cv2.erode(scene.mask, np.ones((15, 15), np.uint8)) > 0
+    core[max(0, y0 - 40) : y0 + 5] = False  # the label above the box
     band = np.zeros_like(scene.mask)
     cv2.rectangle(band, (x0, y0), (x1 - 1, y1 - 1), 255, 12)  # the box's lines
     core &= band == 0
     assert core.any() and np.array_equal(plain[core], scene.bgr[core])
+
+
+def test_model_alone_is_timed_on_its_own():
+    calls = []
+    alone = measure_model_alone(lambda: calls.append(1), warmup=2, min_runs=5, max_runs=7, budget_s=0.0)
+    assert alone["runs"] == 5 and len(calls) == 7 and alone["fps"] > 0  # 2 untimed warm-up calls, 5 timed
+    alone = measure_model_alone(lambda: calls.append(1), warmup=0, min_runs=1, max_runs=7, budget_s=1e9)
+    assert alone["runs"] == 7  # more runs while within the budget, never past max_runs
 
 
 def test_series_and_stats_summary():
@@ -114,6 +122,7 @@ def test_series_and_stats_summary():
     assert s["p50"] == pytest.approx(50.5) and s["p95"] == pytest.approx(95.05)
 
     stats = PipelineStats()
+    stats.model_alone = {"fps": 16.0, "median_ms": 62.5, "runs": 8}  # as measure_model_alone reports it
     stats.start(now=0.0)
     for i in range(11):  # a result every 0.1 s from t = 1.0, each captured 0.25 s earlier
         stats.add_stage("infer", 0.08)
@@ -121,11 +130,12 @@ def test_series_and_stats_summary():
     summary = stats.summary()
     assert summary["frames"] == 11
     assert summary["fps"] == pytest.approx(10.0)  # steady state: 10 results per second
-    assert summary["model_fps"] == pytest.approx(12.5)
-    assert summary["pipeline_vs_model"] == pytest.approx(0.8)
+    assert summary["model_alone_fps"] == 16.0 and summary["pipeline_vs_model"] == pytest.approx(10.0 / 16.0)
+    assert summary["infer_in_pipeline_fps"] == pytest.approx(12.5)  # 1 / 80 ms, named for what it is
     assert summary["latency_ms"]["p50"] == pytest.approx(250.0) and summary["latency_ms"]["p95"] == pytest.approx(250.0)
     assert summary["iou_vs_ground_truth"]["mean"] == pytest.approx(0.5)
     text = format_summary(summary)
     assert "10.0 FPS" in text and "p50 250.0 ms" in text and "IoU" in text
+    assert "model alone 16.0 FPS, measured alone over 8 runs" in text and "inside the pipeline 12.5 FPS" in text
     current = stats.current(now=2.0)
     assert current["fps"] == pytest.approx(10 / 2.0, rel=0.15) and current["latency_p95_ms"] == pytest.approx(250.0)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from runtime_support import depth_oracle_artifact
 
 from edge_mm.errors import ArtifactError, BackendError, EngineError, UsageError
 from runtime.artifact import Artifact
 from runtime.backends import tensorrt as trt_backend
 from runtime.backends.select import engine_problems, select_backend
-from runtime_support import depth_oracle_artifact
 
 
 @pytest.fixture()
@@ -25,8 +25,14 @@ def _fake_engine(folder: Path, precision: str, flavour: str, version: str, targe
     """An engine file and a sidecar in export/engine/sidecar.py's format, for a machine that is not this one."""
     engine = folder / f"model.{precision}.trt{version}.sm{'-'.join(map(str, targets))}.engine"
     engine.write_bytes(b"not loadable here")
-    sidecar = {"format": 1, "engine": engine.name, "tensorrt": {"flavour": flavour, "version": version, "tool": "python"},
-               "targets": list(targets), "precision": precision, "gpu": {"name": "Orin", "compute_capability": "8.7"}}
+    sidecar = {
+        "format": 1,
+        "engine": engine.name,
+        "tensorrt": {"flavour": flavour, "version": version, "tool": "python"},
+        "targets": list(targets),
+        "precision": precision,
+        "gpu": {"name": "Orin", "compute_capability": "8.7"},
+    }
     Path(str(engine) + ".json").write_text(json.dumps(sidecar))
     return engine
 
@@ -44,7 +50,9 @@ def test_auto_on_a_cpu_machine_is_onnxruntime_cpu_fp32(artifact):
     try:
         assert chosen.kind == "ort-cpu" and chosen.precision == "fp32" and chosen.label == "ort-cpu fp32"
         assert "no usable TensorRT engine" in chosen.reason
-        out = chosen.backend.infer({"rgb": np.zeros((1, 3, 64, 64), np.float32), "depth": np.zeros((1, 1, 64, 64), np.float32)})
+        out = chosen.backend.infer(
+            {"rgb": np.zeros((1, 3, 64, 64), np.float32), "depth": np.zeros((1, 1, 64, 64), np.float32)}
+        )
         assert out["saliency"].shape == (1, 1, 64, 64)
     finally:
         chosen.backend.deactivate()
@@ -76,7 +84,9 @@ def test_forced_tensorrt_with_a_mismatched_engine_is_an_error(artifact):
 
 def test_engine_problems_name_each_reason(artifact):
     _fake_engine(artifact, "fp16", "tensorrt", "10.3.0.30")
-    _fake_engine(artifact, "int8", "tensorrt_rtx", trt_backend.installed_version("tensorrt_rtx") or "1.0.0.0", targets=(86,))
+    _fake_engine(
+        artifact, "int8", "tensorrt_rtx", trt_backend.installed_version("tensorrt_rtx") or "1.0.0.0", targets=(86,)
+    )
     (artifact / "model.fp32.broken.engine").write_bytes(b"x")  # no sidecar
     a = Artifact(artifact)
     fp16 = engine_problems(a, "fp16", gpu_sm=87)
@@ -117,8 +127,11 @@ def test_precision_and_backend_choices(artifact):
 def test_cpu_auto_takes_int8_only_when_the_report_vouches_for_it(artifact):
     shutil.copy(artifact / "model.onnx", artifact / "model.int8.onnx")  # the same graph stands in for a variant
     report = artifact / "report.json"
-    for content, expected in ((None, "fp32"), ({"variants": {"int8": {"within_tolerance": False}}}, "fp32"),
-                              ({"variants": {"int8": {"within_tolerance": True}}}, "int8")):
+    for content, expected in (
+        (None, "fp32"),
+        ({"variants": {"int8": {"within_tolerance": False}}}, "fp32"),
+        ({"variants": {"int8": {"within_tolerance": True}}}, "int8"),
+    ):
         if content is not None:
             report.write_text(json.dumps(content))
         chosen = select_backend(Artifact(artifact), backend="ort-cpu")
@@ -140,9 +153,27 @@ def test_tensorrt_engine_built_here_is_chosen(tmp_path):
     from runtime_support import ROOT
 
     out = tmp_path / "cdinet-s"
-    done = subprocess.run([sys.executable, "-m", "export.build_engine", "--model", "cdinet-s", "--weights", "random",
-                           "--size", "64", "--precision", "fp16", "--out", str(out)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export.build_engine",
+            "--model",
+            "cdinet-s",
+            "--weights",
+            "random",
+            "--size",
+            "64",
+            "--precision",
+            "fp16",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     chosen = select_backend(Artifact(out))
     try:

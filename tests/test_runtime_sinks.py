@@ -12,13 +12,13 @@ import urllib.request
 import cv2
 import numpy as np
 import pytest
+from runtime_support import count_video_frames
 
 from edge_mm.errors import UsageError
 from runtime.sinks.events import EventsSink
 from runtime.sinks.mjpeg import MjpegServer, parse_host_port
 from runtime.sinks.video import VideoSink, partial_path
 from runtime.sinks.window import Controls, gui_support, opencv_gui_backend
-from runtime_support import count_video_frames
 
 
 def _image(k, size=(120, 160)):
@@ -144,15 +144,28 @@ def test_events_lines_are_complete_json_and_flushed(tmp_path):
     for k in range(3):
         frame = Frame(_image(k), np.zeros((120, 160), np.float32), 33.0 * k, 0.0, index=k)
         result = types.SimpleNamespace(
-            frame=frame, saliency=SaliencyResult(np.zeros((2, 2), np.float32), box=(1, 2, 3, 4), score=0.9, depth_m=1.25),
-            iou=0.5 if k else None, wall_time=1000.0 + k, latency_s=0.02)
+            frame=frame,
+            saliency=SaliencyResult(np.zeros((2, 2), np.float32), box=(1, 2, 3, 4), score=0.9, depth_m=1.25),
+            iou=0.5 if k else None,
+            wall_time=1000.0 + k,
+            latency_s=0.02,
+        )
         sink.write(result)
         lines = (tmp_path / "e.jsonl").read_text().splitlines()  # readable while still open
         assert len(lines) == k + 1
     sink.close()
     rows = [json.loads(line) for line in lines]
-    assert rows[1] == {"index": 1, "time": 1001.0, "timestamp_ms": 33.0, "latency_ms": 20.0, "box": [1, 2, 3, 4],
-                       "score": 0.9, "depth_m": 1.25, "area_frac": 0.0, "iou": 0.5}
+    assert rows[1] == {
+        "index": 1,
+        "time": 1001.0,
+        "timestamp_ms": 33.0,
+        "latency_ms": 20.0,
+        "box": [1, 2, 3, 4],
+        "score": 0.9,
+        "depth_m": 1.25,
+        "area_frac": 0.0,
+        "iou": 0.5,
+    }
     assert "iou" not in rows[0]
 
 
@@ -162,7 +175,9 @@ def test_events_lines_are_complete_json_and_flushed(tmp_path):
 def test_gui_detection():
     headless = "General configuration\n  GUI:                           NONE\n  Media I/O:\n"
     gtk = "  GUI:                           GTK3\n    GTK+:                        YES (ver 3.24.33)\n"
-    old = "  GUI: \n    QT:                          NO\n    GTK+ 3.x:                    YES (ver 3.22)\n  Media I/O:\n"
+    old = (
+        "  GUI: \n    QT:                          NO\n    GTK+ 3.x:                    YES (ver 3.22)\n  Media I/O:\n"
+    )
     assert opencv_gui_backend(headless) == "NONE"
     assert opencv_gui_backend(gtk) == "GTK3"
     assert opencv_gui_backend(old) == "GTK+ 3.X"

@@ -1,5 +1,6 @@
 """CaptureThread: newest-frame slot for live sources, blocking queue for files, errors, stopping."""
 
+import queue
 import threading
 import time
 
@@ -19,7 +20,7 @@ def test_slot_keeps_only_the_newest_item_and_counts_drops():
         assert len(slot) == 1
     assert slot.get(timeout=0.1) == 4
     assert slot.dropped == 4 and len(slot) == 0
-    with pytest.raises(Exception):
+    with pytest.raises(queue.Empty):
         slot.get(timeout=0.05)
 
 
@@ -106,13 +107,18 @@ def test_open_errors_also_reach_the_consumer(tmp_path):
 
 def test_stop_ends_a_thread_blocked_on_a_full_queue(tmp_path):
     root = write_synthetic_folder(tmp_path / "f", count=10, seed=3, size=SIZE)
-    capture = CaptureThread(open_source(f"folder:{root}"), queue_size=1).start()
+    source = open_source(f"folder:{root}")
+    reads = []
+    real_read = source.read
+    source.read = lambda: reads.append(1) or real_read()
+    # A generous join bound: a stop that failed to wake the reader would leave it alive afterwards.
+    capture = CaptureThread(source, queue_size=1, join_timeout_s=60.0).start()
     capture.get(timeout=5)
-    time.sleep(0.1)  # the reader fills the queue and blocks
-    start = time.perf_counter()
+    while len(reads) < 3:  # one frame taken, one queued, the third blocked on the full queue
+        time.sleep(0.01)
     capture.stop()
-    assert time.perf_counter() - start < 2.0
     assert not capture._thread.is_alive() and source_closed(capture)
+    assert len(reads) == 3  # the blocked put was abandoned: no frame read after the stop
 
 
 def test_stop_ends_an_endless_live_source():

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from support import pyrealsense2_or_skip
 
 from edge_mm.errors import CameraError, UsageError
 from runtime.sources import open_source
@@ -16,7 +17,7 @@ from runtime.sources.rs_frames import build_filter_chain, camera_import_error, c
 
 
 def _connected_serials():
-    rs = pytest.importorskip("pyrealsense2", reason="pyrealsense2 does not import here (missing libusb-1.0-0?)")
+    rs = pyrealsense2_or_skip()
     return [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()]
 
 
@@ -67,17 +68,27 @@ def test_unknown_options_and_filters_are_usage_errors():
 
 def test_filters_are_put_in_the_documented_order():
     assert check_filter_names(["hole_filling", "temporal", "decimation", "spatial"]) == (
-        "decimation", "spatial", "temporal", "hole_filling",
+        "decimation",
+        "spatial",
+        "temporal",
+        "hole_filling",
     )
 
 
 def test_filter_chain_wraps_spatial_and_temporal_in_disparity():
-    rs = pytest.importorskip("pyrealsense2", reason="pyrealsense2 does not import here")
-    chain = build_filter_chain(rs, ["hole_filling", "spatial", "temporal", "decimation"],
-                               {"spatial": {"filter_magnitude": 3}})
+    rs = pyrealsense2_or_skip()
+    chain = build_filter_chain(
+        rs, ["hole_filling", "spatial", "temporal", "decimation"], {"spatial": {"filter_magnitude": 3}}
+    )
     kinds = [type(block).__name__ for block in chain]
-    assert kinds == ["decimation_filter", "disparity_transform", "spatial_filter", "temporal_filter",
-                     "disparity_transform", "hole_filling_filter"]
+    assert kinds == [
+        "decimation_filter",
+        "disparity_transform",
+        "spatial_filter",
+        "temporal_filter",
+        "disparity_transform",
+        "hole_filling_filter",
+    ]
     assert chain[2].get_option(rs.option.filter_magnitude) == 3
     with pytest.raises(UsageError, match="not enabled"):
         build_filter_chain(rs, ["spatial"], {"temporal": {"filter_smooth_alpha": 0.2}})
@@ -93,7 +104,7 @@ def test_reconnect_backoff_doubles_and_is_capped():
 def test_import_errors_become_one_line_camera_errors():
     # The exact message pyrealsense2 raises when libusb is missing (research sheet, appendix).
     err = camera_import_error(ImportError("libusb-1.0.so.0: cannot open shared object file: No such file or directory"))
-    assert isinstance(err, CameraError) and "apt-get install libusb-1.0-0" in str(err) and "\n" not in str(err)
+    assert isinstance(err, CameraError) and "pip install libusb-package" in str(err) and "\n" not in str(err)
     missing = camera_import_error(ModuleNotFoundError("No module named 'pyrealsense2'", name="pyrealsense2"))
     assert "pip install pyrealsense2" in str(missing)
 

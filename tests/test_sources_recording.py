@@ -4,16 +4,20 @@ import datetime
 
 import numpy as np
 import pytest
+from data_gen import write_rs_recording
+from support import pyrealsense2_or_skip
 
-rs = pytest.importorskip("pyrealsense2", reason="pyrealsense2 does not import here (missing libusb-1.0-0?)")
-
-from data_gen import write_rs_recording  # noqa: E402
-from edge_mm.errors import SourceError, UsageError  # noqa: E402
-from runtime.sources import open_source  # noqa: E402
-from runtime.sources.recording import RecordingSource  # noqa: E402
+from edge_mm.errors import SourceError, UsageError
+from runtime.sources import open_source
+from runtime.sources.recording import RecordingSource
 
 
-def _raw_sdk_colour(path):
+@pytest.fixture(autouse=True)
+def rs():
+    return pyrealsense2_or_skip()
+
+
+def _raw_sdk_colour(rs, path):
     """The file's first colour frame exactly as the SDK stores it, read without our code."""
     pipe, cfg = rs.pipeline(), rs.config()
     cfg.enable_device_from_file(str(path), repeat_playback=False)
@@ -69,8 +73,8 @@ def test_d435_bag_plays_its_one_frame_with_plausible_depth(d435_bag):
     assert np.abs(units - np.rint(units)).max() < 1e-3
 
 
-def test_d435_bag_colour_is_converted_from_rgb8_to_bgr(d435_bag):
-    raw, fmt = _raw_sdk_colour(d435_bag)
+def test_d435_bag_colour_is_converted_from_rgb8_to_bgr(rs, d435_bag):
+    raw, fmt = _raw_sdk_colour(rs, d435_bag)
     assert fmt == "format.rgb8"  # what the file says it holds
     _, frames = _read_all(f"recording:{d435_bag}")
     assert frames[0].meta["color_format"] == "rgb8"

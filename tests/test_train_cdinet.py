@@ -11,13 +11,20 @@ import torch
 
 from edge_mm.errors import UsageError
 from edge_mm.train.cdinet import TrainConfig, official_lr_factor, train
-from edge_mm.train.common import BEST, LAST, METRICS, clamp_gradients, read_checkpoint_file
 from edge_mm.train.cli import main as train_main
+from edge_mm.train.common import BEST, LAST, METRICS, clamp_gradients, read_checkpoint_file
 from edge_mm.train.data import official_augment
 
 TINY = dict(
-    variant="cdinet-s", data="synthetic", size=64, scene_size=[64, 64], train_count=8, val_count=4,
-    batch_size=4, threads=1, workers=0,
+    variant="cdinet-s",
+    data="synthetic",
+    size=64,
+    scene_size=[64, 64],
+    train_count=8,
+    val_count=4,
+    batch_size=4,
+    threads=1,
+    workers=0,
 )
 
 
@@ -121,7 +128,9 @@ def test_augmentation_moves_colour_depth_and_gt_together():
         a_bgr, a_depth, a_gt = official_augment(bgr, depth, gt, np.random.default_rng(seed))
         assert a_bgr.shape == (h, w, 3) and a_depth.shape == (h, w) and a_gt.shape == (h, w)
         assert a_depth.min() >= 0.0 and a_depth.max() <= 1.0
-        np.testing.assert_allclose(a_bgr[:, :, 0].astype(float), a_gt.astype(float), atol=1)  # same warp for every input
+        np.testing.assert_allclose(
+            a_bgr[:, :, 0].astype(float), a_gt.astype(float), atol=1
+        )  # same warp for every input
         np.testing.assert_allclose(a_depth * 255.0, a_gt.astype(float), atol=1.5)
         if np.array_equal(np.sort(a_gt.ravel()), np.sort(gt.ravel())):
             if np.array_equal(a_gt, gt):
@@ -138,7 +147,9 @@ def test_augmentation_moves_colour_depth_and_gt_together():
 
 
 def _cli(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "edge_mm.train.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "edge_mm.train.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_cli_bad_inputs_give_one_line_errors(tmp_path, capsys):

@@ -37,8 +37,16 @@ from edge_mm.train.clip_data import (
 from edge_mm.train.clip_eval import chance_recall, recall_at_k, retrieval_metrics
 from edge_mm.train.common import BEST, LAST, METRICS, read_checkpoint_file
 
-TINY = dict(config="tiny", data="synthetic", train_count=24, val_count=12, scene_size=[64, 64], batch_size=8,
-            warmup_steps=2, threads=1)
+TINY = dict(
+    config="tiny",
+    data="synthetic",
+    train_count=24,
+    val_count=12,
+    scene_size=[64, 64],
+    batch_size=8,
+    warmup_steps=2,
+    threads=1,
+)
 
 
 def _quiet(*_args, **_kwargs) -> None:
@@ -109,7 +117,10 @@ def test_captions_name_colours_shapes_and_positions():
     assert horizontal_position((0, 0, 20, 10), 128) == "left"
     assert horizontal_position((54, 0, 74, 10), 128) == "centre"
     assert horizontal_position((110, 0, 128, 10), 128) == "right"
-    objs = [{"colour": "orange", "shape": "star", "box": (0, 0, 10, 10)}, {"colour": "red", "shape": "ring", "box": (100, 0, 120, 10)}]
+    objs = [
+        {"colour": "orange", "shape": "star", "box": (0, 0, 10, 10)},
+        {"colour": "red", "shape": "ring", "box": (100, 0, 120, 10)},
+    ]
     assert canonical_caption(objs, 128) == "an orange star on the left and a red ring on the right"
     captions = {random_caption(objs, 128, np.random.default_rng(i)) for i in range(40)}
     assert len(captions) > 5 and all("orange star" in c and "red ring" in c for c in captions)
@@ -225,8 +236,12 @@ def test_pairs_file_reads_relative_paths_and_trains_from_an_init_file(tmp_path):
 
     init = tmp_path / "init.pt"
     save_plain_weights(build_scratch_model("tiny", seed=1), init)
-    summary = train(TrainConfig(**dict(TINY, data=str(path), init=str(init), val_fraction=0.25, batch_size=4), epochs=1),
-                    tmp_path / "run", progress=False, log=_quiet)
+    summary = train(
+        TrainConfig(**dict(TINY, data=str(path), init=str(init), val_fraction=0.25, batch_size=4), epochs=1),
+        tmp_path / "run",
+        progress=False,
+        log=_quiet,
+    )
     assert summary["init"] == str(init) and summary["train_data"]["count"] == 9 and summary["val_data"]["count"] == 3
 
 
@@ -253,9 +268,22 @@ def test_cli_reports_a_bad_pairs_file_in_one_line_with_exit_2(tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text("\n".join(lines + ['{"image": "gone.png", "caption": "a blue star"}']) + "\n")
     result = subprocess.run(
-        [sys.executable, "-m", "edge_mm.train.cli", "clip", "--data", str(path), "--out", str(tmp_path / "run"),
-         "--config", "tiny", "--quiet"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "edge_mm.train.cli",
+            "clip",
+            "--data",
+            str(path),
+            "--out",
+            str(tmp_path / "run"),
+            "--config",
+            "tiny",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2, result.stderr
     message = result.stderr.strip()

@@ -25,8 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNNER_SOURCE = ROOT / "runtime" / "backends" / "tensorrt.py"
 # How the runner names TensorRT objects -> their TensorRT class.
 OBJECT_CLASSES = {
-    "runtime": "Runtime", "engine": "ICudaEngine", "_engine": "ICudaEngine", "context": "IExecutionContext",
-    "_context": "IExecutionContext", "runtime_config": "IRuntimeConfig", "runtime_cache": "IRuntimeCache",
+    "runtime": "Runtime",
+    "engine": "ICudaEngine",
+    "_engine": "ICudaEngine",
+    "context": "IExecutionContext",
+    "_context": "IExecutionContext",
+    "runtime_config": "IRuntimeConfig",
+    "runtime_cache": "IRuntimeCache",
     "_runtime_cache": "IRuntimeCache",
 }
 
@@ -90,8 +95,13 @@ def test_garbage_engine_bytes_give_engine_error_rtx():
     logger = trt_backend.make_logger(rtx)
     runtime = trt_backend.create_runtime(rtx, logger)
     with pytest.raises(EngineError) as info:
-        trt_backend.deserialize_engine(runtime, logger, b"garbage" * 32, "model.fp16.rtx.sm86.engine",
-                                       trt_backend.rebuild_command("artifacts/x", "fp16", "cdinet-s"))
+        trt_backend.deserialize_engine(
+            runtime,
+            logger,
+            b"garbage" * 32,
+            "model.fp16.rtx.sm86.engine",
+            trt_backend.rebuild_command("artifacts/x", "fp16", "cdinet-s"),
+        )
     message = str(info.value)
     assert message.startswith("cannot load engine model.fp16.rtx.sm86.engine: TensorRT-RTX says malformed engine")
     assert message.endswith("python -m export.build_engine --model cdinet-s --out artifacts/x --precision fp16")
@@ -144,8 +154,11 @@ def test_missing_tensorrt_flavour_is_named():
 
 
 def test_find_engine_without_engines_says_how_to_build(tmp_path):
-    with pytest.raises(EngineError, match=rf"no fp16 TensorRT engine in {tmp_path}; build one: python -m "
-                                          rf"export.build_engine --model <model> --out {tmp_path} --precision fp16"):
+    with pytest.raises(
+        EngineError,
+        match=rf"no fp16 TensorRT engine in {tmp_path}; build one: python -m "
+        rf"export.build_engine --model <model> --out {tmp_path} --precision fp16",
+    ):
         trt_backend.find_engine(tmp_path, "fp16")
 
 
@@ -156,9 +169,12 @@ PROFILE = {"batch": [1, 1, 2], "height": [16, 32, 64], "width": [16, 32, 64]}
 
 def toy_spec() -> ModelSpec:
     return ModelSpec(
-        kind="cdinet", name="toy-rgbd",
-        inputs=[TensorSpec("rgb", "float32", ["batch", 3, "height", "width"], "NCHW"),
-                TensorSpec("depth", "float32", ["batch", 1, "height", "width"], "NCHW")],
+        kind="cdinet",
+        name="toy-rgbd",
+        inputs=[
+            TensorSpec("rgb", "float32", ["batch", 3, "height", "width"], "NCHW"),
+            TensorSpec("depth", "float32", ["batch", 1, "height", "width"], "NCHW"),
+        ],
         outputs=[TensorSpec("saliency", "float32", ["batch", 1, "height", "width"], "NCHW")],
         profile=PROFILE,
     )
@@ -170,16 +186,23 @@ def write_toy_onnx(path: Path) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    weights = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.3, n)
-               for n, s in (("w_rgb", (1, 3, 3, 3)), ("w_depth", (1, 1, 3, 3)))]
+    weights = [
+        numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.3, n)
+        for n, s in (("w_rgb", (1, 3, 3, 3)), ("w_depth", (1, 1, 3, 3)))
+    ]
     axes = ["batch", None, "height", "width"]
     value = lambda name, c: helper.make_tensor_value_info(name, TensorProto.FLOAT, [a or c for a in axes])  # noqa: E731
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["rgb", "w_rgb"], ["a"], pads=[1, 1, 1, 1], name="conv_rgb"),
-         helper.make_node("Conv", ["depth", "w_depth"], ["b"], pads=[1, 1, 1, 1], name="conv_depth"),
-         helper.make_node("Add", ["a", "b"], ["s"], name="fuse"),
-         helper.make_node("Sigmoid", ["s"], ["saliency"], name="head")],
-        "toy", [value("rgb", 3), value("depth", 1)], [value("saliency", 1)], weights,
+        [
+            helper.make_node("Conv", ["rgb", "w_rgb"], ["a"], pads=[1, 1, 1, 1], name="conv_rgb"),
+            helper.make_node("Conv", ["depth", "w_depth"], ["b"], pads=[1, 1, 1, 1], name="conv_depth"),
+            helper.make_node("Add", ["a", "b"], ["s"], name="fuse"),
+            helper.make_node("Sigmoid", ["s"], ["saliency"], name="head"),
+        ],
+        "toy",
+        [value("rgb", 3), value("depth", 1)],
+        [value("saliency", 1)],
+        weights,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
@@ -197,8 +220,10 @@ def onnxruntime_reference(onnx_path: Path, feeds):
 
 def feeds_for(batch, height, width, seed=0):
     rng = np.random.default_rng(seed)
-    return {"rgb": rng.random((batch, 3, height, width), np.float32),
-            "depth": rng.random((batch, 1, height, width), np.float32)}
+    return {
+        "rgb": rng.random((batch, 3, height, width), np.float32),
+        "depth": rng.random((batch, 1, height, width), np.float32),
+    }
 
 
 def test_activation_checks_gpu_and_sidecar_before_loading(tmp_path):
@@ -221,8 +246,9 @@ def test_activation_checks_gpu_and_sidecar_before_loading(tmp_path):
         return
     with backend:
         feeds = feeds_for(1, 32, 32)
-        np.testing.assert_allclose(backend.infer(feeds)["saliency"], onnxruntime_reference(tmp_path / "model.onnx", feeds),
-                                   atol=1e-3)
+        np.testing.assert_allclose(
+            backend.infer(feeds)["saliency"], onnxruntime_reference(tmp_path / "model.onnx", feeds), atol=1e-3
+        )
 
 
 RTX_TARGETS = {75, 80, 86, 89, 120, 121}
@@ -254,8 +280,8 @@ def test_tensorrt_engine_runs_like_onnxruntime(tmp_path, precision):
 
     onnx_path = write_toy_onnx(tmp_path / "model.onnx")
     if precision == "fp16":
-        from onnxconverter_common import float16
         import onnx
+        from onnxconverter_common import float16
 
         fp16 = float16.convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
         onnx.save(fp16, str(tmp_path / "model.fp16.onnx"))
@@ -265,8 +291,9 @@ def test_tensorrt_engine_runs_like_onnxruntime(tmp_path, precision):
     assert build_or_reuse(onnx_path, precision, tmp_path, "tensorrt", progress=False).reused
     forced = build_or_reuse(onnx_path, precision, tmp_path, "tensorrt", progress=False, force=True)
     print(f"{precision}: first build {first.seconds:.1f} s, with warm timing cache {forced.seconds:.1f} s")
-    check_backend_against_onnxruntime(tmp_path, tmp_path / "model.onnx", precision,
-                                      atol=1e-3 if precision == "fp32" else 2e-2)
+    check_backend_against_onnxruntime(
+        tmp_path, tmp_path / "model.onnx", precision, atol=1e-3 if precision == "fp32" else 2e-2
+    )
 
 
 def check_backend_against_onnxruntime(artifact: Path, reference_onnx: Path, precision: str, atol: float) -> None:

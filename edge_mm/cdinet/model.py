@@ -331,6 +331,7 @@ class CDINet(nn.Module):
 
 def nearest_valid_sizes(h: int, w: int) -> str:
     """'240x288 or 256x304': the closest HxW below and above that CDINet accepts."""
+
     def down(x: int) -> int:
         return max(SIZE_MULTIPLE, x // SIZE_MULTIPLE * SIZE_MULTIPLE)
 

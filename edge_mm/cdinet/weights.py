@@ -56,7 +56,7 @@ def read_state_dict(source: Source) -> Tuple[StateDict, str]:
 
     names = [str(k) for k in data]
     if names and all(n.startswith(_PREFIX) for n in names):
-        data = {str(k)[len(_PREFIX):]: v for k, v in data.items()}
+        data = {str(k)[len(_PREFIX) :]: v for k, v in data.items()}
     not_tensors = [str(k) for k, v in data.items() if not isinstance(v, Tensor)]
     if not_tensors:
         raise WeightsError(
@@ -150,7 +150,7 @@ def load_vgg16_imagenet(model: CDINet, path: Union[str, "os.PathLike[str]"]) -> 
         hint = "; vgg16_bn's BatchNorm layers shift the indices: use the plain vgg16 weights" if is_bn else ""
         raise WeightsError(f"{label} is not a torchvision VGG16 state dict: {problem}{hint}")
     for stream in ("vgg_r", "vgg_d"):
-        stream_state = {dst[len(stream) + 1:]: features[src] for src, dst in vgg16_key_map(stream).items()}
+        stream_state = {dst[len(stream) + 1 :]: features[src] for src, dst in vgg16_key_map(stream).items()}
         getattr(model, stream).load_state_dict(stream_state, strict=True)
     return model
 

@@ -64,7 +64,11 @@ class ClipPreprocess:
     color_order: str = "bgr"
 
     def __post_init__(self) -> None:
-        if isinstance(self.image_size, bool) or not isinstance(self.image_size, (int, np.integer)) or self.image_size < 1:
+        if (
+            isinstance(self.image_size, bool)
+            or not isinstance(self.image_size, (int, np.integer))
+            or self.image_size < 1
+        ):
             raise UsageError(f"ClipPreprocess.image_size must be a positive int, got {self.image_size!r}")
         object.__setattr__(self, "image_size", int(self.image_size))
         for name in ("mean", "std"):
@@ -76,7 +80,9 @@ class ClipPreprocess:
             raise UsageError(f"ClipPreprocess.std must be positive, got {self.std!r}")
         for name, allowed in (("resize", RESIZE_MODES), ("crop", CROP_MODES), ("color_order", COLOR_ORDERS)):
             if getattr(self, name) not in allowed:
-                raise UsageError(f"ClipPreprocess.{name}={getattr(self, name)!r} is not supported; use one of {allowed}")
+                raise UsageError(
+                    f"ClipPreprocess.{name}={getattr(self, name)!r} is not supported; use one of {allowed}"
+                )
 
     @classmethod
     def for_resolution(cls, image_size: int) -> "ClipPreprocess":
@@ -98,7 +104,9 @@ class ClipPreprocess:
     def from_dict(cls, data: Dict[str, Any]) -> "ClipPreprocess":
         """Inverse of `to_dict`; a malformed dict (e.g. from an artifact) raises ArtifactError."""
         if not isinstance(data, dict):
-            raise ArtifactError(f"CLIP preprocess spec must be a dict, got {type(data).__name__}; re-export the artifact")
+            raise ArtifactError(
+                f"CLIP preprocess spec must be a dict, got {type(data).__name__}; re-export the artifact"
+            )
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ArtifactError(f"CLIP preprocess spec has unknown keys {unknown}; re-export with this edge-mm version")

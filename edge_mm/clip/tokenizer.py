@@ -46,9 +46,7 @@ DEFAULT_BPE_PATH = Path(__file__).with_name("bpe_simple_vocab_16e6.txt.gz")
 # Merges used: lines 1 .. 48894 of the file (line 0 is a version header).
 _NUM_MERGES = 49152 - 256 - 2
 _END_OF_WORD = "</w>"
-_SPLIT_PATTERN = (
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-)
+_SPLIT_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 _WHITESPACE = regex.compile(r"\s+")
 
 
@@ -161,7 +159,9 @@ class SimpleTokenizer:
         try:
             text = "".join(self.decoder[int(i)] for i in ids)
         except KeyError as exc:
-            raise InputError(f"token id {exc.args[0]} is outside CLIP's vocabulary (0..{self.vocab_size - 1})") from None
+            raise InputError(
+                f"token id {exc.args[0]} is outside CLIP's vocabulary (0..{self.vocab_size - 1})"
+            ) from None
         # Every vocabulary string, special tokens and `</w>` included, is made of byte symbols.
         data = bytearray(self.byte_decoder[c] for c in text)
         return data.decode("utf-8", errors="replace").replace(_END_OF_WORD, " ")

@@ -27,6 +27,7 @@ from edge_mm.errors import WeightsError
 URL_BASE_ENV = "EDGE_MM_CLIP_URL_BASE"
 DEFAULT_URL_BASE = "https://openaipublic.azureedge.net/clip/models"
 
+
 @dataclass(frozen=True)
 class PublishedWeights:
     filename: str
@@ -43,7 +44,9 @@ PUBLISHED: Dict[str, PublishedWeights] = {
     "ViT-B/32": PublishedWeights("ViT-B-32.pt", "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"),
     "ViT-B/16": PublishedWeights("ViT-B-16.pt", "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"),
     "ViT-L/14": PublishedWeights("ViT-L-14.pt", "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"),
-    "ViT-L/14@336px": PublishedWeights("ViT-L-14-336px.pt", "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02"),
+    "ViT-L/14@336px": PublishedWeights(
+        "ViT-L-14-336px.pt", "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02"
+    ),
 }
 
 
@@ -106,7 +109,7 @@ def _unwrap(checkpoint: Any, path: Path) -> Dict[str, torch.Tensor]:
             "pass the model's state_dict (or an open_clip checkpoint with a 'state_dict' entry)"
         )
     if all(k.startswith("module.") for k in checkpoint):
-        checkpoint = {k[len("module."):]: v for k, v in checkpoint.items()}
+        checkpoint = {k[len("module.") :]: v for k, v in checkpoint.items()}
     return dict(checkpoint)
 
 

@@ -144,11 +144,15 @@ class ZeroShotClassifier:
     def load(cls, path: Union[str, Path]) -> "ZeroShotClassifier":
         path = Path(path)
         if not path.is_file():
-            raise ArtifactError(f"zero-shot classifier {path} does not exist; build it with build_classifier(...).save()")
+            raise ArtifactError(
+                f"zero-shot classifier {path} does not exist; build it with build_classifier(...).save()"
+            )
         try:
             with np.load(path, allow_pickle=False) as data:
                 if int(data["format"]) != _FILE_FORMAT:
-                    raise ArtifactError(f"{path} has classifier format {int(data['format'])}, expected {_FILE_FORMAT}; rebuild it")
+                    raise ArtifactError(
+                        f"{path} has classifier format {int(data['format'])}, expected {_FILE_FORMAT}; rebuild it"
+                    )
                 return cls(
                     classnames=[str(n) for n in data["classnames"]],
                     weights=data["weights"],
@@ -198,7 +202,9 @@ def build_classifier(
         batch = ids[start : start + batch_size]
         out = np.asarray(encode_text(batch), dtype=np.float32)
         if out.ndim != 2 or out.shape[0] != len(batch):
-            raise InputError(f"encode_text returned shape {out.shape} for {len(batch)} prompts; expected ({len(batch)}, dim)")
+            raise InputError(
+                f"encode_text returned shape {out.shape} for {len(batch)} prompts; expected ({len(batch)}, dim)"
+            )
         chunks.append(out)
     embeds = l2_normalize(np.concatenate(chunks), "text embeddings")
     per_class = embeds.reshape(len(classnames), len(templates), -1).mean(axis=1)

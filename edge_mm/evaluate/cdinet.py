@@ -67,7 +67,9 @@ def _sidecar_spec(weights_path: Path) -> Optional[RgbdPreprocess]:
     try:
         data = json.loads(sidecar.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"cannot read {sidecar} ({exc}); restore it or delete it to use the default preprocessing") from None
+        raise WeightsError(
+            f"cannot read {sidecar} ({exc}); restore it or delete it to use the default preprocessing"
+        ) from None
     if not isinstance(data, dict) or "preprocess" not in data:
         return None
     return RgbdPreprocess.from_dict(data["preprocess"])
@@ -181,18 +183,39 @@ def evaluate_model(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="dataset folder (RGB/ depth/ GT/), or synthetic[:SEED] (default seed %d)" % DEFAULT_TEST_SEED)
-    parser.add_argument("--weights", default=None, help="cdinet-s (demo, default), a .pth path (official or edge-mm-train checkpoint), or 'random'")
-    parser.add_argument("--variant", default=None, help="CDINet variant of an official-style state dict (default cdinet) or of 'random' (default cdinet-s)")
-    parser.add_argument("--size", type=int, default=None, help="input side in pixels (multiple of 16); default: the weights' spec (256 for the official)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="dataset folder (RGB/ depth/ GT/), or synthetic[:SEED] (default seed %d)" % DEFAULT_TEST_SEED,
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="cdinet-s (demo, default), a .pth path (official or edge-mm-train checkpoint), or 'random'",
+    )
+    parser.add_argument(
+        "--variant",
+        default=None,
+        help="CDINet variant of an official-style state dict (default cdinet) or of 'random' (default cdinet-s)",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="input side in pixels (multiple of 16); default: the weights' spec (256 for the official)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="folder for pred/<name>.png and metrics.json")
     parser.add_argument("--count", type=int, default=200, help="synthetic scenes to evaluate (default 200)")
-    parser.add_argument("--scene-size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"), help="synthetic scene size")
+    parser.add_argument(
+        "--scene-size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"), help="synthetic scene size"
+    )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed for --weights random")
     parser.add_argument("--weighted-f", action="store_true", help="also compute the weighted F-measure (slow)")
-    parser.add_argument("--depth-far-is-bright", action="store_true", help="the folder's 8-bit depth images are bright far away")
+    parser.add_argument(
+        "--depth-far-is-bright", action="store_true", help="the folder's 8-bit depth images are bright far away"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -229,11 +252,21 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         write_json(Path(args.out) / "metrics.json", report)
     names = ("s_measure", "max_f", "mean_f", "max_e", "mean_e", "mae") + (("weighted_f",) if args.weighted_f else ())
-    print(f"{loaded.variant} ({loaded.kind}) on {source.describe()['kind']} x{results['count']}: "
-          + "  ".join(f"{n}={results[n]:.4f}" for n in names))
+    print(
+        f"{loaded.variant} ({loaded.kind}) on {source.describe()['kind']} x{results['count']}: "
+        + "  ".join(f"{n}={results[n]:.4f}" for n in names)
+    )
     if args.out is not None:
         print(f"wrote {args.out}/metrics.json and {results['count']} predictions in {args.out}/pred")
     return 0
 
 
-__all__ = ["LoadedCdinet", "load_cdinet", "evaluate_model", "predict_logits", "to_saliency_png", "QuickMetrics", "SodMetrics"]
+__all__ = [
+    "LoadedCdinet",
+    "load_cdinet",
+    "evaluate_model",
+    "predict_logits",
+    "to_saliency_png",
+    "QuickMetrics",
+    "SodMetrics",
+]

@@ -140,7 +140,9 @@ def _pysodmetrics():
     try:
         import py_sod_metrics
     except ImportError:
-        raise UsageError("the evaluation metrics need PySODMetrics; install it with: pip install pysodmetrics") from None
+        raise UsageError(
+            "the evaluation metrics need PySODMetrics; install it with: pip install pysodmetrics"
+        ) from None
     return py_sod_metrics
 
 
@@ -191,7 +193,9 @@ class SodMetrics:
         return out
 
 
-def sod_metrics(preds_u8: Iterable[np.ndarray], gts_u8: Iterable[np.ndarray], weighted_f: bool = False) -> Dict[str, float]:
+def sod_metrics(
+    preds_u8: Iterable[np.ndarray], gts_u8: Iterable[np.ndarray], weighted_f: bool = False
+) -> Dict[str, float]:
     """Dataset metrics of uint8 saliency maps against uint8 GT masks of the same sizes (see SodMetrics).
 
     The two iterables are consumed in step; unequal lengths are an InputError.
@@ -204,6 +208,8 @@ def sod_metrics(preds_u8: Iterable[np.ndarray], gts_u8: Iterable[np.ndarray], we
         if pred is sentinel and gt is sentinel:
             break
         if pred is sentinel or gt is sentinel:
-            raise InputError(f"got a different number of predictions and GT masks (after {metrics.count} pairs); pass one GT per prediction")
+            raise InputError(
+                f"got a different number of predictions and GT masks (after {metrics.count} pairs); pass one GT per prediction"
+            )
         metrics.step(pred, gt)
     return metrics.results()

@@ -40,13 +40,15 @@ class DataArg:
 
 def parse_data_arg(text: str) -> DataArg:
     if text == SYNTHETIC or text.startswith(SYNTHETIC + ":"):
-        seed_text = text[len(SYNTHETIC) + 1:]
+        seed_text = text[len(SYNTHETIC) + 1 :]
         if not seed_text:
             return DataArg(SYNTHETIC)
         try:
             seed = int(seed_text)
         except ValueError:
-            raise UsageError(f"--data {text!r}: the seed after 'synthetic:' must be an integer >= 0, e.g. synthetic:3") from None
+            raise UsageError(
+                f"--data {text!r}: the seed after 'synthetic:' must be an integer >= 0, e.g. synthetic:3"
+            ) from None
         if seed < 0:
             raise UsageError(f"--data {text!r}: the seed must be >= 0")
         return DataArg(SYNTHETIC, seed=seed)
@@ -93,7 +95,13 @@ class SyntheticSource:
         return scene.bgr, depth_to_unit(depth_m, self.spec), scene.mask
 
     def describe(self) -> dict:
-        return {"kind": SYNTHETIC, "seed": self.seed, "count": self.count, "start": self.start, "scene_size": list(self.scene_size)}
+        return {
+            "kind": SYNTHETIC,
+            "seed": self.seed,
+            "count": self.count,
+            "start": self.start,
+            "scene_size": list(self.scene_size),
+        }
 
 
 class FolderSource:
@@ -116,9 +124,7 @@ class FolderSource:
         return {"kind": "folder", "root": str(self.dataset.root), "count": len(self)}
 
 
-def open_folder(
-    path: Union[str, Path], spec: RgbdPreprocess, depth_near_is_bright: bool = True
-) -> RgbdFolderDataset:
+def open_folder(path: Union[str, Path], spec: RgbdPreprocess, depth_near_is_bright: bool = True) -> RgbdFolderDataset:
     """An RGB/depth/GT folder with GT required (DatasetError names what is missing or unpaired)."""
     return RgbdFolderDataset(path, spec, with_gt=True, depth_near_is_bright=depth_near_is_bright)
 
@@ -128,7 +134,9 @@ def split_indices(count: int, val_fraction: float, seed: int) -> Tuple[list, lis
     if not 0.0 < val_fraction < 1.0:
         raise UsageError(f"--val-fraction {val_fraction} must be between 0 and 1 (e.g. 0.1)")
     if count < 2:
-        raise UsageError(f"a dataset of {count} item(s) cannot be split into training and validation; pass --val-data DIR")
+        raise UsageError(
+            f"a dataset of {count} item(s) cannot be split into training and validation; pass --val-data DIR"
+        )
     order = np.random.default_rng([int(seed), 0x5EED]).permutation(count)
     n_val = max(1, int(round(count * val_fraction)))
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())

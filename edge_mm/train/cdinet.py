@@ -35,7 +35,14 @@ from tqdm import tqdm
 from edge_mm.errors import UsageError, WeightsError
 from edge_mm.evaluate.cdinet import evaluate_model
 from edge_mm.evaluate.metrics import QuickMetrics
-from edge_mm.evaluate.sources import SYNTHETIC, FolderSource, SyntheticSource, open_folder, parse_data_arg, split_indices
+from edge_mm.evaluate.sources import (
+    SYNTHETIC,
+    FolderSource,
+    SyntheticSource,
+    open_folder,
+    parse_data_arg,
+    split_indices,
+)
 from edge_mm.rgbd import RgbdPreprocess
 from edge_mm.train.common import (
     BEST,
@@ -61,9 +68,25 @@ MODEL_KIND = "cdinet"
 DEFAULT_TRAIN_SEED, DEFAULT_VAL_SEED = 1, 2  # synthetic scene seeds: disjoint scene sets
 # Settings that define a run: a resume must not change them (epochs and workers may change).
 RECIPE_KEYS = (
-    "variant", "data", "val_data", "val_fraction", "train_seed", "val_seed", "train_count", "val_count",
-    "scene_size", "size", "batch_size", "lr", "lr_step", "lr_gamma", "grad_clamp", "seed", "vgg16",
-    "depth_near_is_bright", "augment",
+    "variant",
+    "data",
+    "val_data",
+    "val_fraction",
+    "train_seed",
+    "val_seed",
+    "train_count",
+    "val_count",
+    "scene_size",
+    "size",
+    "batch_size",
+    "lr",
+    "lr_step",
+    "lr_gamma",
+    "grad_clamp",
+    "seed",
+    "vgg16",
+    "depth_near_is_bright",
+    "augment",
 )
 
 
@@ -107,7 +130,9 @@ class TrainConfig:
         if self.workers < 0:
             raise UsageError(f"--workers {self.workers} must be >= 0")
         if parse_data_arg(self.data).kind == SYNTHETIC and self.val_data is None and self.train_seed == self.val_seed:
-            raise UsageError(f"--train-seed and --val-seed are both {self.train_seed}; use different seeds so validation scenes are unseen")
+            raise UsageError(
+                f"--train-seed and --val-seed are both {self.train_seed}; use different seeds so validation scenes are unseen"
+            )
 
     def recipe(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -166,7 +191,9 @@ def build_sources(config: TrainConfig, spec: RgbdPreprocess):
         train = FolderSource(dataset)
     val_arg = parse_data_arg(config.val_data)
     if val_arg.kind == SYNTHETIC:
-        val = SyntheticSource(config.val_seed if val_arg.seed is None else val_arg.seed, config.val_count, spec, tuple(config.scene_size))
+        val = SyntheticSource(
+            config.val_seed if val_arg.seed is None else val_arg.seed, config.val_count, spec, tuple(config.scene_size)
+        )
     else:
         val = FolderSource(open_folder(val_arg.path, spec, config.depth_near_is_bright))
     return train, val
@@ -208,7 +235,9 @@ def _resume_state(out: Path, config: TrainConfig) -> Dict[str, Any]:
     changed = [k for k in RECIPE_KEYS if k in recorded and _normal(recorded[k]) != _normal(getattr(config, k))]
     if meta.get("kind") != MODEL_KIND or changed:
         shown = ", ".join(f"{k}: {recorded.get(k)!r} -> {getattr(config, k)!r}" for k in changed[:4])
-        raise UsageError(f"--resume: {path} was trained with other settings ({shown}); repeat the original options or use a new --out")
+        raise UsageError(
+            f"--resume: {path} was trained with other settings ({shown}); repeat the original options or use a new --out"
+        )
     return {"checkpoint": data, "meta": meta}
 
 
@@ -256,8 +285,10 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool =
     dataset = RgbdTrainingSet(train_source, spec, seed=config.seed, augment=config.augment)
     criterion = nn.BCEWithLogitsLoss()
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"training {config.variant} ({n_params:,} parameters) at {config.size}x{config.size} on "
-        f"{len(train_source)} samples ({train_source.describe()['kind']}), validating on {len(val_source)}; out: {out}")
+    log(
+        f"training {config.variant} ({n_params:,} parameters) at {config.size}x{config.size} on "
+        f"{len(train_source)} samples ({train_source.describe()['kind']}), validating on {len(val_source)}; out: {out}"
+    )
 
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
@@ -265,13 +296,19 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool =
         dataset.set_epoch(epoch)
         order = torch.randperm(len(dataset), generator=epoch_generator(config.seed, epoch)).tolist()
         loader = DataLoader(
-            dataset, batch_size=config.batch_size, sampler=order, num_workers=config.workers,
-            worker_init_fn=worker_init if config.workers else None, drop_last=False,
+            dataset,
+            batch_size=config.batch_size,
+            sampler=order,
+            num_workers=config.workers,
+            worker_init_fn=worker_init if config.workers else None,
+            drop_last=False,
         )
         lr = optimizer.param_groups[0]["lr"]
         total, seen = 0.0, 0
         log_every = max(1, len(loader) // 10)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=_progress(progress), leave=False)
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=_progress(progress), leave=False
+        )
         for batch, (rgb, depth, gt) in enumerate(bar, start=1):
             optimizer.zero_grad(set_to_none=True)
             loss = criterion(model(rgb, depth), gt)
@@ -286,12 +323,16 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool =
             seen += rgb.shape[0]
             bar.set_postfix(loss=f"{total / seen:.4f}", lr=f"{lr:.1e}")
             if progress and bar.disable and batch % log_every == 0:  # no terminal (a log file): a line per 10%
-                log(f"  epoch {epoch + 1}: {batch}/{len(loader)} batches, loss {total / seen:.4f}, {time.perf_counter() - started:.0f}s")
+                log(
+                    f"  epoch {epoch + 1}: {batch}/{len(loader)} batches, loss {total / seen:.4f}, {time.perf_counter() - started:.0f}s"
+                )
         bar.close()
         scheduler.step()
         train_seconds = time.perf_counter() - started
 
-        val = evaluate_model(model, val_source, spec, QuickMetrics(), config.batch_size, progress=progress, desc="validate")
+        val = evaluate_model(
+            model, val_source, spec, QuickMetrics(), config.batch_size, progress=progress, desc="validate"
+        )
         entry = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -310,8 +351,11 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool =
             save_checkpoint(out / BEST, make_checkpoint(model, epoch + 1, meta, best=best))
         save_checkpoint(out / LAST, make_checkpoint(model, epoch + 1, meta, optimizer, scheduler, best))
         write_json(out / METRICS, dict(meta, best=best))
-        log(f"epoch {epoch + 1}/{config.epochs}  lr {lr:.2e}  loss {entry['train_loss']:.4f}  "
-            f"val MAE {val['mae']:.4f}  S {val['s_measure']:.4f}  {entry['seconds']:.0f}s" + ("  *best" if improved else ""))
+        log(
+            f"epoch {epoch + 1}/{config.epochs}  lr {lr:.2e}  loss {entry['train_loss']:.4f}  "
+            f"val MAE {val['mae']:.4f}  S {val['s_measure']:.4f}  {entry['seconds']:.0f}s"
+            + ("  *best" if improved else "")
+        )
 
     summary = dict(_meta(config, spec, train_source, val_source, history), best=best)
     if start_epoch < config.epochs:
@@ -327,38 +371,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="dataset folder (RGB/ depth/ GT/) or synthetic[:SEED]")
     parser.add_argument("--out", type=Path, required=True, help="folder for last.pth, best.pth and metrics.json")
     parser.add_argument("--resume", action="store_true", help="continue OUT/last.pth at its next epoch")
-    parser.add_argument("--variant", default=d.variant, help="cdinet (published size) or a small variant: cdinet-s, ...")
+    parser.add_argument(
+        "--variant", default=d.variant, help="cdinet (published size) or a small variant: cdinet-s, ..."
+    )
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--lr-step", type=int, default=d.lr_step, help="multiply the lr by --lr-gamma every this many epochs")
+    parser.add_argument(
+        "--lr-step", type=int, default=d.lr_step, help="multiply the lr by --lr-gamma every this many epochs"
+    )
     parser.add_argument("--lr-gamma", type=float, default=d.lr_gamma)
     parser.add_argument("--grad-clamp", type=float, default=d.grad_clamp, help="clamp each gradient element to [-v, v]")
     parser.add_argument("--size", type=int, default=d.size, help="input side in pixels, a multiple of 16")
-    parser.add_argument("--vgg16", default=None, metavar="PATH", help="torchvision ImageNet VGG16 state dict for both streams (full-width cdinet only)")
+    parser.add_argument(
+        "--vgg16",
+        default=None,
+        metavar="PATH",
+        help="torchvision ImageNet VGG16 state dict for both streams (full-width cdinet only)",
+    )
     parser.add_argument("--seed", type=int, default=d.seed, help="initialisation, shuffling and augmentation seed")
     parser.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--val-data", default=None, help="validation folder or synthetic[:SEED] (default: held-out part of --data)")
-    parser.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of a --data folder held out for validation")
+    parser.add_argument(
+        "--val-data", default=None, help="validation folder or synthetic[:SEED] (default: held-out part of --data)"
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=d.val_fraction, help="share of a --data folder held out for validation"
+    )
     parser.add_argument("--train-seed", type=int, default=d.train_seed, help="synthetic training scene seed")
-    parser.add_argument("--val-seed", type=int, default=d.val_seed, help="synthetic validation scene seed (must differ)")
+    parser.add_argument(
+        "--val-seed", type=int, default=d.val_seed, help="synthetic validation scene seed (must differ)"
+    )
     parser.add_argument("--train-count", type=int, default=d.train_count, help="synthetic training scenes")
     parser.add_argument("--val-count", type=int, default=d.val_count, help="synthetic validation scenes")
-    parser.add_argument("--scene-size", type=int, nargs=2, default=d.scene_size, metavar=("H", "W"), help="synthetic scene size")
-    parser.add_argument("--depth-far-is-bright", action="store_true", help="the folder's 8-bit depth images are bright far away")
+    parser.add_argument(
+        "--scene-size", type=int, nargs=2, default=d.scene_size, metavar=("H", "W"), help="synthetic scene size"
+    )
+    parser.add_argument(
+        "--depth-far-is-bright", action="store_true", help="the folder's 8-bit depth images are bright far away"
+    )
     parser.add_argument("--no-augment", action="store_true", help="switch off the random flips and rotations")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
-        variant=args.variant, data=args.data, val_data=args.val_data, val_fraction=args.val_fraction,
-        train_seed=args.train_seed, val_seed=args.val_seed, train_count=args.train_count, val_count=args.val_count,
-        scene_size=[int(v) for v in args.scene_size], size=args.size, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma, grad_clamp=args.grad_clamp, seed=args.seed,
-        vgg16=args.vgg16, depth_near_is_bright=not args.depth_far_is_bright, augment=not args.no_augment,
-        workers=args.workers, threads=args.threads,
+        variant=args.variant,
+        data=args.data,
+        val_data=args.val_data,
+        val_fraction=args.val_fraction,
+        train_seed=args.train_seed,
+        val_seed=args.val_seed,
+        train_count=args.train_count,
+        val_count=args.val_count,
+        scene_size=[int(v) for v in args.scene_size],
+        size=args.size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_step=args.lr_step,
+        lr_gamma=args.lr_gamma,
+        grad_clamp=args.grad_clamp,
+        seed=args.seed,
+        vgg16=args.vgg16,
+        depth_near_is_bright=not args.depth_far_is_bright,
+        augment=not args.no_augment,
+        workers=args.workers,
+        threads=args.threads,
     )
 
 
@@ -366,5 +445,7 @@ def run(args: argparse.Namespace) -> int:
     summary = train(config_from_args(args), args.out, resume=args.resume, progress=not args.quiet)
     best = summary.get("best") or {}
     if best:
-        print(f"best epoch {best['epoch']}: val MAE {best['val_mae']:.4f}, S {best['val_s_measure']:.4f}; weights in {args.out / BEST}")
+        print(
+            f"best epoch {best['epoch']}: val MAE {best['val_mae']:.4f}, S {best['val_s_measure']:.4f}; weights in {args.out / BEST}"
+        )
     return 0

@@ -78,18 +78,48 @@ DEFAULT_TRAIN_SEED, DEFAULT_VAL_SEED = 1, 2  # synthetic scene seeds: disjoint s
 # From-scratch shapes. Head width is 64 (CLIP's rule; build_model infers heads = width // 64).
 CONFIGS: Dict[str, Dict[str, int]] = {
     # seconds on a CPU: for tests and smoke runs
-    "tiny": dict(embed_dim=64, image_resolution=32, vision_layers=1, vision_width=64, vision_patch_size=8,
-                 transformer_width=64, transformer_layers=1),
+    "tiny": dict(
+        embed_dim=64,
+        image_resolution=32,
+        vision_layers=1,
+        vision_width=64,
+        vision_patch_size=8,
+        transformer_width=64,
+        transformer_layers=1,
+    ),
     # the demo model (edge_mm/weights/clip-demo.pt): 64 px input, 8 px patches
-    "small": dict(embed_dim=128, image_resolution=64, vision_layers=4, vision_width=128, vision_patch_size=8,
-                  transformer_width=128, transformer_layers=3),
+    "small": dict(
+        embed_dim=128,
+        image_resolution=64,
+        vision_layers=4,
+        vision_width=128,
+        vision_patch_size=8,
+        transformer_width=128,
+        transformer_layers=3,
+    ),
 }
 
 # Settings that define a run: a resume must repeat them (epochs too: the cosine schedule spans them).
 RECIPE_KEYS = (
-    "config", "init", "data", "val_data", "val_fraction", "train_seed", "val_seed", "train_count", "val_count",
-    "scene_size", "crop_fraction", "epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip",
-    "seed", "augment",
+    "config",
+    "init",
+    "data",
+    "val_data",
+    "val_fraction",
+    "train_seed",
+    "val_seed",
+    "train_count",
+    "val_count",
+    "scene_size",
+    "crop_fraction",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "grad_clip",
+    "seed",
+    "augment",
 )
 
 
@@ -125,13 +155,26 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 1")
         if self.batch_size < 2:
-            raise UsageError("--batch-size must be >= 2: the contrastive loss needs other pairs in the batch as negatives")
-        if not (self.lr > 0 and math.isfinite(self.lr)) or self.weight_decay < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
+            raise UsageError(
+                "--batch-size must be >= 2: the contrastive loss needs other pairs in the batch as negatives"
+            )
+        if (
+            not (self.lr > 0 and math.isfinite(self.lr))
+            or self.weight_decay < 0
+            or self.warmup_steps < 0
+            or self.grad_clip < 0
+        ):
             raise UsageError("--lr must be positive and --weight-decay, --warmup-steps, --grad-clip >= 0")
         if not 0.0 <= self.crop_fraction <= 1.0:
             raise UsageError(f"--crop-fraction {self.crop_fraction} must be in [0, 1]")
-        if _is_synthetic(self.data) and self.val_data is None and _synthetic_seed(self.data, self.train_seed) == self.val_seed:
-            raise UsageError(f"training and validation both use synthetic seed {self.val_seed}; pass a different --val-seed")
+        if (
+            _is_synthetic(self.data)
+            and self.val_data is None
+            and _synthetic_seed(self.data, self.train_seed) == self.val_seed
+        ):
+            raise UsageError(
+                f"training and validation both use synthetic seed {self.val_seed}; pass a different --val-seed"
+            )
 
     def recipe(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -148,8 +191,10 @@ def build_scratch_model(name: str, seed: int):
     seed_everything(seed)
     shape = CONFIGS[name]
     return CLIP(
-        context_length=CONTEXT_LENGTH, vocab_size=VOCAB_SIZE,
-        transformer_heads=shape["transformer_width"] // 64, **shape,
+        context_length=CONTEXT_LENGTH,
+        vocab_size=VOCAB_SIZE,
+        transformer_heads=shape["transformer_width"] // 64,
+        **shape,
     )
 
 
@@ -161,7 +206,9 @@ def initial_model(config: TrainConfig):
     seed_everything(config.seed)
     model, _ = load(config.init)
     if model.context_length != CONTEXT_LENGTH:
-        raise WeightsError(f"--init {config.init} has context length {model.context_length}; edge-mm needs {CONTEXT_LENGTH}")
+        raise WeightsError(
+            f"--init {config.init} has context length {model.context_length}; edge-mm needs {CONTEXT_LENGTH}"
+        )
     return model
 
 
@@ -211,13 +258,15 @@ def make_optimizers(model, config: TrainConfig) -> Tuple[torch.optim.AdamW, torc
     model.token_embedding.sparse = True  # training-time only; not part of the state dict
     table = model.token_embedding.weight
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for _name, param in model.named_parameters():
         if param is table:
             continue
         (decay if param.ndim >= 2 else no_decay).append(param)
     adamw = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, betas=(0.9, 0.98), eps=1e-6,
+        lr=config.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
     )
     sparse = torch.optim.SparseAdam([table], lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
     return adamw, sparse
@@ -242,7 +291,7 @@ def _synthetic_seed(text: str, default: int) -> int:
     if text == SYNTHETIC:
         return default
     try:
-        seed = int(text[len(SYNTHETIC) + 1:])
+        seed = int(text[len(SYNTHETIC) + 1 :])
     except ValueError:
         raise UsageError(f"--data {text!r}: the seed after 'synthetic:' must be an integer, e.g. synthetic:3") from None
     if seed < 0:
@@ -254,8 +303,13 @@ def build_sources(config: TrainConfig, progress: bool = False):
     """(train source, validation source) for --data / --val-data."""
     size = (int(config.scene_size[0]), int(config.scene_size[1]))
     if _is_synthetic(config.data):
-        train = CaptionedScenes(_synthetic_seed(config.data, config.train_seed), config.train_count, size,
-                                config.crop_fraction, progress=progress)
+        train = CaptionedScenes(
+            _synthetic_seed(config.data, config.train_seed),
+            config.train_count,
+            size,
+            config.crop_fraction,
+            progress=progress,
+        )
     else:
         pairs = PairsFile(config.data)
         if config.val_data is None:
@@ -265,7 +319,9 @@ def build_sources(config: TrainConfig, progress: bool = False):
     if config.val_data is None:
         return train, CaptionedScenes(config.val_seed, config.val_count, size, progress=progress)
     if _is_synthetic(config.val_data):
-        return train, CaptionedScenes(_synthetic_seed(config.val_data, config.val_seed), config.val_count, size, progress=progress)
+        return train, CaptionedScenes(
+            _synthetic_seed(config.val_data, config.val_seed), config.val_count, size, progress=progress
+        )
     return train, PairsFile(config.val_data)
 
 
@@ -285,7 +341,13 @@ class PairBatches:
     """Makes (pixels, token ids) batches of a source: captions and crops drawn per (seed, epoch, index)."""
 
     def __init__(self, source, spec: ClipPreprocess, seed: int, augment: bool, context_length: int = CONTEXT_LENGTH):
-        self.source, self.spec, self.seed, self.augment, self.context_length = source, spec, int(seed), augment, context_length
+        self.source, self.spec, self.seed, self.augment, self.context_length = (
+            source,
+            spec,
+            int(seed),
+            augment,
+            context_length,
+        )
         self._whole: Dict[int, np.ndarray] = {}  # preprocessed whole scenes, reused across epochs
 
     def _draw(self, index: int, rng: np.random.Generator) -> Tuple[np.ndarray, str]:
@@ -340,7 +402,9 @@ def _resume_state(out: Path, config: TrainConfig) -> Dict[str, Any]:
     changed = [k for k in RECIPE_KEYS if k in recorded and _normal(recorded[k]) != _normal(getattr(config, k))]
     if meta.get("kind") != MODEL_KIND or changed:
         shown = ", ".join(f"{k}: {recorded.get(k)!r} -> {getattr(config, k)!r}" for k in changed[:4])
-        raise UsageError(f"--resume: {path} was trained with other settings ({shown}); repeat the original options or use a new --out")
+        raise UsageError(
+            f"--resume: {path} was trained with other settings ({shown}); repeat the original options or use a new --out"
+        )
     return {"checkpoint": data, "meta": meta}
 
 
@@ -362,7 +426,9 @@ def _score(val: Dict[str, float]) -> float:
     return (val["t2i_r1"] + val["t2i_r5"] + val["i2t_r1"] + val["i2t_r5"]) / 4
 
 
-def _meta(config: TrainConfig, model, spec: ClipPreprocess, train_source, val_source, history, seconds: float) -> Dict[str, Any]:
+def _meta(
+    config: TrainConfig, model, spec: ClipPreprocess, train_source, val_source, history, seconds: float
+) -> Dict[str, Any]:
     return {
         "kind": MODEL_KIND,
         "config": dataclasses.asdict(config),
@@ -416,17 +482,24 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool =
 
     batches = PairBatches(train_source, spec, config.seed, config.augment, model.context_length)
     dense_params = [p for p in model.parameters() if p is not model.token_embedding.weight]
-    log(f"training CLIP ({sum(p.numel() for p in model.parameters()):,} parameters, {spec.image_size} px) on "
+    log(
+        f"training CLIP ({sum(p.numel() for p in model.parameters()):,} parameters, {spec.image_size} px) on "
         f"{len(train_source)} pairs ({train_source.describe()['kind']}), {steps_per_epoch} steps of {batch_size} per epoch, "
-        f"validating on {len(val_source)}; out: {out}")
+        f"validating on {len(val_source)}; out: {out}"
+    )
 
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         model.train()
         order = torch.randperm(len(train_source), generator=epoch_generator(config.seed, epoch)).tolist()
         total_loss = 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
-                   disable=None if progress else True, leave=False)
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="step",
+            disable=None if progress else True,
+            leave=False,
+        )
         for i in bar:
             lr = config.lr * lr_factor(step, warmup, total_steps)
             for group in adamw.param_groups + sparse.param_groups:
@@ -445,17 +518,23 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool =
             clamp_logit_scale(model)
             step += 1
             total_loss += loss.item()
-            bar.set_postfix(loss=f"{total_loss / (i + 1):.3f}", scale=f"{model.logit_scale.exp().item():.1f}", lr=f"{lr:.1e}")
+            bar.set_postfix(
+                loss=f"{total_loss / (i + 1):.3f}", scale=f"{model.logit_scale.exp().item():.1f}", lr=f"{lr:.1e}"
+            )
         bar.close()
         train_seconds = time.perf_counter() - started
 
         val = evaluate_retrieval(model, val_source, spec)
         seconds += time.perf_counter() - started
         entry = {
-            "epoch": epoch + 1, "steps": step, "lr": lr, "train_loss": total_loss / max(steps_per_epoch, 1),
+            "epoch": epoch + 1,
+            "steps": step,
+            "lr": lr,
+            "train_loss": total_loss / max(steps_per_epoch, 1),
             "logit_scale": round(float(model.logit_scale.detach().exp()), 3),
             **{k: val[k] for k in ("t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5")},
-            "train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - started, 1),
+            "train_seconds": round(train_seconds, 1),
+            "seconds": round(time.perf_counter() - started, 1),
         }
         history.append(entry)
         score = _score(val)
@@ -471,9 +550,11 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool =
         checkpoint["step"] = step
         save_checkpoint(out / LAST, checkpoint)
         write_json(out / METRICS, dict(meta, best=best))
-        log(f"epoch {epoch + 1}/{config.epochs}  loss {entry['train_loss']:.4f}  scale {entry['logit_scale']:.1f}  "
+        log(
+            f"epoch {epoch + 1}/{config.epochs}  loss {entry['train_loss']:.4f}  scale {entry['logit_scale']:.1f}  "
             f"val t2i R@1 {val['t2i_r1']:.3f} R@5 {val['t2i_r5']:.3f}  i2t R@1 {val['i2t_r1']:.3f} R@5 {val['i2t_r5']:.3f}  "
-            f"{entry['seconds']:.0f}s" + ("  *best" if improved else ""))
+            f"{entry['seconds']:.0f}s" + ("  *best" if improved else "")
+        )
 
     summary = dict(_meta(config, model, spec, train_source, val_source, history, seconds), best=best)
     if start_epoch < config.epochs:
@@ -486,11 +567,20 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool =
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
-    parser.add_argument("--data", required=True, help="PAIRS.jsonl ({\"image\": PATH, \"caption\": TEXT} per line) or synthetic[:SEED]")
-    parser.add_argument("--out", type=Path, required=True, help="folder for last.pth, best.pth, clip.pt and metrics.json")
+    parser.add_argument(
+        "--data", required=True, help='PAIRS.jsonl ({"image": PATH, "caption": TEXT} per line) or synthetic[:SEED]'
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for last.pth, best.pth, clip.pt and metrics.json"
+    )
     parser.add_argument("--resume", action="store_true", help="continue OUT/last.pth at its next epoch")
     parser.add_argument("--config", default=d.config, help=f"from-scratch model shape: {' | '.join(CONFIGS)}")
-    parser.add_argument("--init", default=None, metavar="NAME_OR_PATH", help="fine-tune published weights (e.g. ViT-B/32) or a state-dict file instead")
+    parser.add_argument(
+        "--init",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="fine-tune published weights (e.g. ViT-B/32) or a state-dict file instead",
+    )
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (after warmup; cosine decay to 0)")
@@ -498,27 +588,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     parser.add_argument("--grad-clip", type=float, default=d.grad_clip, help="clip the gradient norm to this (0: off)")
     parser.add_argument("--seed", type=int, default=d.seed, help="initialisation, shuffling, caption and crop seed")
-    parser.add_argument("--augment", action="store_true", help="random 85-100%% crops and +-10%% brightness/contrast (never flips)")
+    parser.add_argument(
+        "--augment", action="store_true", help="random 85-100%% crops and +-10%% brightness/contrast (never flips)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--val-data", default=None, help="validation PAIRS.jsonl or synthetic[:SEED] (default: held out from --data)")
-    parser.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of a PAIRS.jsonl held out for validation")
+    parser.add_argument(
+        "--val-data", default=None, help="validation PAIRS.jsonl or synthetic[:SEED] (default: held out from --data)"
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=d.val_fraction, help="share of a PAIRS.jsonl held out for validation"
+    )
     parser.add_argument("--train-seed", type=int, default=d.train_seed, help="synthetic training scene seed")
-    parser.add_argument("--val-seed", type=int, default=d.val_seed, help="synthetic validation scene seed (must differ)")
+    parser.add_argument(
+        "--val-seed", type=int, default=d.val_seed, help="synthetic validation scene seed (must differ)"
+    )
     parser.add_argument("--train-count", type=int, default=d.train_count, help="synthetic training scenes")
     parser.add_argument("--val-count", type=int, default=d.val_count, help="synthetic validation scenes")
-    parser.add_argument("--scene-size", type=int, nargs=2, default=d.scene_size, metavar=("H", "W"), help="synthetic scene size")
-    parser.add_argument("--crop-fraction", type=float, default=d.crop_fraction,
-                        help="share of synthetic samples that are one object's crop with its own caption")
+    parser.add_argument(
+        "--scene-size", type=int, nargs=2, default=d.scene_size, metavar=("H", "W"), help="synthetic scene size"
+    )
+    parser.add_argument(
+        "--crop-fraction",
+        type=float,
+        default=d.crop_fraction,
+        help="share of synthetic samples that are one object's crop with its own caption",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
-        config=args.config, init=args.init, data=args.data, val_data=args.val_data, val_fraction=args.val_fraction,
-        train_seed=args.train_seed, val_seed=args.val_seed, train_count=args.train_count, val_count=args.val_count,
-        scene_size=[int(v) for v in args.scene_size], crop_fraction=args.crop_fraction, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-        grad_clip=args.grad_clip, seed=args.seed, augment=args.augment, threads=args.threads,
+        config=args.config,
+        init=args.init,
+        data=args.data,
+        val_data=args.val_data,
+        val_fraction=args.val_fraction,
+        train_seed=args.train_seed,
+        val_seed=args.val_seed,
+        train_count=args.train_count,
+        val_count=args.val_count,
+        scene_size=[int(v) for v in args.scene_size],
+        crop_fraction=args.crop_fraction,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps,
+        grad_clip=args.grad_clip,
+        seed=args.seed,
+        augment=args.augment,
+        threads=args.threads,
     )
 
 
@@ -526,6 +645,8 @@ def run(args: argparse.Namespace) -> int:
     summary = train(config_from_args(args), args.out, resume=args.resume, progress=not args.quiet)
     best = summary.get("best") or {}
     if best:
-        print(f"best epoch {best['epoch']}: t2i R@1 {best['t2i_r1']:.3f} R@5 {best['t2i_r5']:.3f}, "
-              f"i2t R@1 {best['i2t_r1']:.3f} R@5 {best['i2t_r5']:.3f}; weights in {args.out / PLAIN_WEIGHTS}")
+        print(
+            f"best epoch {best['epoch']}: t2i R@1 {best['t2i_r1']:.3f} R@5 {best['t2i_r5']:.3f}, "
+            f"i2t R@1 {best['i2t_r1']:.3f} R@5 {best['i2t_r5']:.3f}; weights in {args.out / PLAIN_WEIGHTS}"
+        )
     return 0

@@ -111,7 +111,11 @@ class CaptionedScenes:
     """
 
     def __init__(
-        self, seed: int, count: int, scene_size: Tuple[int, int] = (128, 128), crop_fraction: float = 0.0,
+        self,
+        seed: int,
+        count: int,
+        scene_size: Tuple[int, int] = (128, 128),
+        crop_fraction: float = 0.0,
         progress: bool = False,
     ) -> None:
         if count < 1:
@@ -141,8 +145,12 @@ class CaptionedScenes:
 
     def describe(self) -> Dict[str, Any]:
         return {
-            "kind": SYNTHETIC, "seed": self.seed, "count": len(self), "scene_size": list(self.scene_size),
-            "crop_fraction": self.crop_fraction, "unique_captions": int(self.groups.max()) + 1,
+            "kind": SYNTHETIC,
+            "seed": self.seed,
+            "count": len(self),
+            "scene_size": list(self.scene_size),
+            "crop_fraction": self.crop_fraction,
+            "unique_captions": int(self.groups.max()) + 1,
         }
 
     def read(self, index: int, rng: Optional[np.random.Generator] = None) -> Tuple[np.ndarray, str]:
@@ -187,7 +195,12 @@ class PairsFile:
     def subset(self, positions: Sequence[int]) -> "PairsFile":
         """The samples at `positions` of this one (positions index `self`, not the file's lines)."""
         other = object.__new__(PairsFile)
-        other.path, other.lines, other.image_paths, other.captions = self.path, self.lines, self.image_paths, self.captions
+        other.path, other.lines, other.image_paths, other.captions = (
+            self.path,
+            self.lines,
+            self.image_paths,
+            self.captions,
+        )
         other.indices = [self.indices[int(p)] for p in positions]
         other.groups = group_ids([self.captions[i] for i in other.indices])
         return other
@@ -196,20 +209,29 @@ class PairsFile:
         return len(self.indices)
 
     def describe(self) -> Dict[str, Any]:
-        return {"kind": "pairs", "path": str(self.path), "count": len(self), "unique_captions": int(self.groups.max()) + 1}
+        return {
+            "kind": "pairs",
+            "path": str(self.path),
+            "count": len(self),
+            "unique_captions": int(self.groups.max()) + 1,
+        }
 
     def read(self, index: int, rng: Optional[np.random.Generator] = None) -> Tuple[np.ndarray, str]:
         pair = self.indices[index]
         path = self.image_paths[pair]
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            raise DatasetError(f"{self.path} line {self.lines[pair]}: cannot read image {path}; replace the file or remove the line")
+            raise DatasetError(
+                f"{self.path} line {self.lines[pair]}: cannot read image {path}; replace the file or remove the line"
+            )
         return image, self.captions[pair]
 
 
 def _read_pairs(path: Path) -> Tuple[List[int], List[Path], List[str]]:
     if not path.is_file():
-        raise DatasetError(f"pairs file {path} does not exist; pass a .jsonl file with one {{\"image\": ..., \"caption\": ...}} per line")
+        raise DatasetError(
+            f'pairs file {path} does not exist; pass a .jsonl file with one {{"image": ..., "caption": ...}} per line'
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -224,22 +246,26 @@ def _read_pairs(path: Path) -> Tuple[List[int], List[Path], List[str]]:
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{where} is not valid JSON ({exc.msg}); write one JSON object per line") from None
         if not isinstance(record, dict):
-            raise DatasetError(f"{where} is a {type(record).__name__}, not an object; write {{\"image\": PATH, \"caption\": TEXT}}")
+            raise DatasetError(
+                f'{where} is a {type(record).__name__}, not an object; write {{"image": PATH, "caption": TEXT}}'
+            )
         image, caption = record.get("image"), record.get("caption")
         if not isinstance(image, str) or not image:
-            raise DatasetError(f"{where} has no \"image\" path string; write {{\"image\": PATH, \"caption\": TEXT}}")
+            raise DatasetError(f'{where} has no "image" path string; write {{"image": PATH, "caption": TEXT}}')
         if not isinstance(caption, str) or not caption.strip():
-            raise DatasetError(f"{where} has no non-empty \"caption\" string; write {{\"image\": PATH, \"caption\": TEXT}}")
+            raise DatasetError(f'{where} has no non-empty "caption" string; write {{"image": PATH, "caption": TEXT}}')
         image_path = Path(image).expanduser()
         if not image_path.is_absolute():
             image_path = path.parent / image_path
         if not image_path.is_file():
-            raise DatasetError(f"{where}: image {image_path} does not exist; fix the path (relative paths start at {path.parent})")
+            raise DatasetError(
+                f"{where}: image {image_path} does not exist; fix the path (relative paths start at {path.parent})"
+            )
         lines.append(number)
         images.append(image_path)
         captions.append(caption.strip())
     if not lines:
-        raise DatasetError(f"pairs file {path} has no pairs; write one {{\"image\": PATH, \"caption\": TEXT}} per line")
+        raise DatasetError(f'pairs file {path} has no pairs; write one {{"image": PATH, "caption": TEXT}} per line')
     return lines, images, captions
 
 
@@ -250,6 +276,8 @@ def split_pairs(pairs: PairsFile, val_fraction: float, seed: int) -> Tuple[Pairs
         raise UsageError(f"--val-fraction {val_fraction} must be between 0 and 1 (exclusive)")
     n_val = max(1, int(round(n * val_fraction)))
     if n_val >= n:
-        raise DatasetError(f"{pairs.path} has {n} pairs: too few to hold out {n_val} for validation; add pairs or pass --val-data")
+        raise DatasetError(
+            f"{pairs.path} has {n} pairs: too few to hold out {n_val} for validation; add pairs or pass --val-data"
+        )
     order = np.random.default_rng([seed, 7]).permutation(n)
     return pairs.subset(sorted(order[n_val:].tolist())), pairs.subset(sorted(order[:n_val].tolist()))

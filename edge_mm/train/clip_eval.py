@@ -87,7 +87,9 @@ def chance_recall(query_groups: np.ndarray, gallery_groups: np.ndarray, ks: Sequ
     return result
 
 
-def retrieval_metrics(image_embeds: np.ndarray, text_embeds: np.ndarray, groups: np.ndarray, ks=(1, 5)) -> Dict[str, float]:
+def retrieval_metrics(
+    image_embeds: np.ndarray, text_embeds: np.ndarray, groups: np.ndarray, ks=(1, 5)
+) -> Dict[str, float]:
     """text->image and image->text recall@k for N (image, caption) pairs; equal groups = twins."""
     groups = np.asarray(groups)
     t2i = recall_at_k(text_embeds @ image_embeds.T, groups, groups, ks)
@@ -128,8 +130,10 @@ def ensembled_classifier(
         weights.append(embeds[start : start + len(group)].mean(axis=0))
         start += len(group)
     return ZeroShotClassifier(
-        classnames=list(classnames), weights=l2_normalize(np.stack(weights), "class embeddings"),
-        templates=ZERO_SHOT_TEMPLATES, logit_scale=logit_scale,
+        classnames=list(classnames),
+        weights=l2_normalize(np.stack(weights), "class embeddings"),
+        templates=ZERO_SHOT_TEMPLATES,
+        logit_scale=logit_scale,
     )
 
 
@@ -140,8 +144,12 @@ def object_classifiers(model) -> Dict[str, ZeroShotClassifier]:
     labels = [object_phrase(c, s) for c in COLOURS for s in SHAPES]
     return {
         "object": ensembled_classifier(model, labels, fill, scale),
-        "colour": ensembled_classifier(model, list(COLOURS), lambda c: [p for s in SHAPES for p in fill(object_phrase(c, s))], scale),
-        "shape": ensembled_classifier(model, list(SHAPES), lambda s: [p for c in COLOURS for p in fill(object_phrase(c, s))], scale),
+        "colour": ensembled_classifier(
+            model, list(COLOURS), lambda c: [p for s in SHAPES for p in fill(object_phrase(c, s))], scale
+        ),
+        "shape": ensembled_classifier(
+            model, list(SHAPES), lambda s: [p for c in COLOURS for p in fill(object_phrase(c, s))], scale
+        ),
     }
 
 
@@ -163,8 +171,9 @@ def evaluate_zero_shot(model, scenes: CaptionedScenes, spec: ClipPreprocess) -> 
     return metrics
 
 
-def evaluate_model(model, seed: int = DEFAULT_EVAL_SEED, count: int = DEFAULT_EVAL_COUNT,
-                   scene_size=(128, 128)) -> Dict[str, Any]:
+def evaluate_model(
+    model, seed: int = DEFAULT_EVAL_SEED, count: int = DEFAULT_EVAL_COUNT, scene_size=(128, 128)
+) -> Dict[str, Any]:
     """Retrieval and zero-shot numbers on `count` synthetic scenes of `seed`."""
     started = time.perf_counter()
     scenes = CaptionedScenes(seed, count, scene_size)
@@ -178,13 +187,15 @@ def evaluate_model(model, seed: int = DEFAULT_EVAL_SEED, count: int = DEFAULT_EV
 
 def format_report(result: Dict[str, Any]) -> str:
     r, z = result["retrieval"], result["zero_shot"]
-    return "\n".join([
-        f"held-out synthetic scenes: seed {result['eval_seed']}, {r['pairs']} scenes, {r['unique_captions']} distinct captions",
-        f"text->image  R@1 {r['t2i_r1']:.3f} (chance {r['t2i_r1_chance']:.3f})  R@5 {r['t2i_r5']:.3f} (chance {r['t2i_r5_chance']:.3f})",
-        f"image->text  R@1 {r['i2t_r1']:.3f} (chance {r['i2t_r1_chance']:.3f})  R@5 {r['i2t_r5']:.3f} (chance {r['i2t_r5_chance']:.3f})",
-        f"zero-shot on {z['crops']} object crops: colour+shape {z['object_top1']:.3f} (chance {z['object_chance']:.3f})  "
-        f"colour {z['colour_top1']:.3f} (chance {z['colour_chance']:.3f})  shape {z['shape_top1']:.3f} (chance {z['shape_chance']:.3f})",
-    ])
+    return "\n".join(
+        [
+            f"held-out synthetic scenes: seed {result['eval_seed']}, {r['pairs']} scenes, {r['unique_captions']} distinct captions",
+            f"text->image  R@1 {r['t2i_r1']:.3f} (chance {r['t2i_r1_chance']:.3f})  R@5 {r['t2i_r5']:.3f} (chance {r['t2i_r5_chance']:.3f})",
+            f"image->text  R@1 {r['i2t_r1']:.3f} (chance {r['i2t_r1_chance']:.3f})  R@5 {r['i2t_r5']:.3f} (chance {r['i2t_r5_chance']:.3f})",
+            f"zero-shot on {z['crops']} object crops: colour+shape {z['object_top1']:.3f} (chance {z['object_chance']:.3f})  "
+            f"colour {z['colour_top1']:.3f} (chance {z['colour_chance']:.3f})  shape {z['shape_top1']:.3f} (chance {z['shape_chance']:.3f})",
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- the demo model's card
@@ -193,15 +204,31 @@ def format_report(result: Dict[str, Any]) -> str:
 def weights_card(path: Path) -> Dict[str, Any]:
     from edge_mm.download import file_sha256
 
-    return {"file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size, "dtype": "float32",
-            "format": "plain state dict, OpenAI key names (torch.save; loads with weights_only=True)"}
+    return {
+        "file": path.name,
+        "sha256": file_sha256(path),
+        "bytes": path.stat().st_size,
+        "dtype": "float32",
+        "format": "plain state dict, OpenAI key names (torch.save; loads with weights_only=True)",
+    }
 
 
 def run_card(run_dir: Path) -> Dict[str, Any]:
     """What a training run recorded (edge_mm.train.clip's metrics.json): recipe, data, history, time."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    keep = ("config", "init", "model", "parameters", "preprocess", "train_data", "val_data", "history", "best",
-            "train_seconds", "torch")
+    keep = (
+        "config",
+        "init",
+        "model",
+        "parameters",
+        "preprocess",
+        "train_data",
+        "val_data",
+        "history",
+        "best",
+        "train_seconds",
+        "torch",
+    )
     return {k: metrics[k] for k in keep if k in metrics}
 
 
@@ -216,10 +243,17 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     parser.add_argument("--weights", required=True, help="CLIP weights: a published name or a state-dict file")
     parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help="synthetic scene seed of the held-out set")
     parser.add_argument("--count", type=int, default=DEFAULT_EVAL_COUNT, help="held-out scenes")
-    parser.add_argument("--test-seed", type=int, default=None, help="also measure a small set (tests/test_clip_demo.py's)")
+    parser.add_argument(
+        "--test-seed", type=int, default=None, help="also measure a small set (tests/test_clip_demo.py's)"
+    )
     parser.add_argument("--test-count", type=int, default=64)
-    parser.add_argument("--run", type=Path, action="append", default=[],
-                        help="training run folder: add its recipe and history to --json (repeat for phases, in order)")
+    parser.add_argument(
+        "--run",
+        type=Path,
+        action="append",
+        default=[],
+        help="training run folder: add its recipe and history to --json (repeat for phases, in order)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
     args = parser.parse_args(argv)
@@ -228,7 +262,10 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     model, _ = load(args.weights)
     from edge_mm.clip.model import clip_config_from_state_dict
 
-    card: Dict[str, Any] = {"image_size": model.image_resolution, "model": clip_config_from_state_dict(model.state_dict())}
+    card: Dict[str, Any] = {
+        "image_size": model.image_resolution,
+        "model": clip_config_from_state_dict(model.state_dict()),
+    }
     if Path(args.weights).is_file():
         card["weights"] = weights_card(Path(args.weights))
     if args.run:

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_mm.atomic import atomic_path, write_json as atomic_write_json
+from edge_mm.atomic import atomic_path
+from edge_mm.atomic import write_json as atomic_write_json
 from edge_mm.errors import TrainingError, WeightsError  # noqa: F401 (TrainingError: the trainers import it from here)
 
 CHECKPOINT_FORMAT = "edge-mm-train-checkpoint"
@@ -85,7 +86,9 @@ def is_training_checkpoint(data: Any) -> bool:
 def checkpoint_meta(data: Mapping, label: str) -> Dict[str, Any]:
     """The metadata dict of a training checkpoint (its JSON string decoded)."""
     if not isinstance(data.get("model"), Mapping) or not isinstance(data.get("meta_json"), str):
-        raise WeightsError(f"{label} is an edge-mm training checkpoint without 'model' or 'meta_json'; it is damaged, use another one")
+        raise WeightsError(
+            f"{label} is an edge-mm training checkpoint without 'model' or 'meta_json'; it is damaged, use another one"
+        )
     try:
         meta = json.loads(data["meta_json"])
     except json.JSONDecodeError as exc:

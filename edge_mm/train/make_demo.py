@@ -24,10 +24,16 @@ from edge_mm.registry import WEIGHTS_DIR
 from edge_mm.train.common import BEST, METRICS, checkpoint_meta, file_sha256, read_checkpoint_file, write_json
 
 OFFICIAL_RECIPE = {
-    "input": "256x256", "optimizer": "Adam lr 1e-4, no weight decay", "schedule": "x0.2 at epochs 40, 80, 120",
-    "epochs": 120, "batch_size": 4, "grad_clamp": "element-wise 0.5", "loss": "BCE with logits, soft GT",
+    "input": "256x256",
+    "optimizer": "Adam lr 1e-4, no weight decay",
+    "schedule": "x0.2 at epochs 40, 80, 120",
+    "epochs": 120,
+    "batch_size": 4,
+    "grad_clamp": "element-wise 0.5",
+    "loss": "BCE with logits, soft GT",
     "augmentation": "flip none/LR/TB 1/3 each, rotation p=0.2 in [-15, 14] deg bicubic",
-    "init": "ImageNet VGG16 in both streams", "data": "NJU2K + NLPR (+ DUT) train, 2185-2985 pairs",
+    "init": "ImageNet VGG16 in both streams",
+    "data": "NJU2K + NLPR (+ DUT) train, 2185-2985 pairs",
 }
 
 
@@ -77,31 +83,59 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     record: Dict[str, Any] = {"variant": meta["variant"], "width": meta["width"], "preprocess": meta["preprocess"]}
     write_json(weights.with_suffix(".json"), record)
     trained = _evaluate(["--weights", str(weights), "--variant", meta["variant"], *test])
-    untrained = _evaluate(["--weights", "random", "--variant", meta["variant"], "--seed", str(config["seed"]),
-                           "--size", str(config["size"]), *test])
+    untrained = _evaluate(
+        [
+            "--weights",
+            "random",
+            "--variant",
+            meta["variant"],
+            "--seed",
+            str(config["seed"]),
+            "--size",
+            str(config["size"]),
+            *test,
+        ]
+    )
     regression = _evaluate(["--weights", str(weights), "--variant", meta["variant"], *check])
 
-    record.update({
-        "format": "plain fp32 state dict of CDINet (edge_mm.cdinet.from_official(path, width))",
-        "sha256": file_sha256(weights),
-        "bytes": weights.stat().st_size,
-        "parameters": int(sum(v.numel() for v in state.values())),
-        "recipe": {k: config[k] for k in ("size", "epochs", "batch_size", "lr", "lr_step", "lr_gamma", "grad_clamp", "seed", "augment")},
-        "init": meta["init"],
-        "official_recipe": OFFICIAL_RECIPE,
-        "notes": args.notes,
-        "training": {
-            "train_data": meta["train_data"], "val_data": meta["val_data"], "best": run_metrics.get("best"),
-            "history": run_metrics.get("history"), "minutes": args.train_minutes, "torch": meta.get("torch"),
-            "threads": config.get("threads"),
-        },
-        "test_data": {"kind": "synthetic", "seed": args.test_seed, "count": args.test_count, "scene_size": config["scene_size"]},
-        "metrics": {"trained": trained, "untrained": untrained},
-        "regression_check": {
-            "seed": args.test_seed, "count": args.check_count, "scene_size": config["scene_size"],
-            "mae": regression["mae"], "s_measure": regression["s_measure"],
-        },
-    })
+    record.update(
+        {
+            "format": "plain fp32 state dict of CDINet (edge_mm.cdinet.from_official(path, width))",
+            "sha256": file_sha256(weights),
+            "bytes": weights.stat().st_size,
+            "parameters": int(sum(v.numel() for v in state.values())),
+            "recipe": {
+                k: config[k]
+                for k in ("size", "epochs", "batch_size", "lr", "lr_step", "lr_gamma", "grad_clamp", "seed", "augment")
+            },
+            "init": meta["init"],
+            "official_recipe": OFFICIAL_RECIPE,
+            "notes": args.notes,
+            "training": {
+                "train_data": meta["train_data"],
+                "val_data": meta["val_data"],
+                "best": run_metrics.get("best"),
+                "history": run_metrics.get("history"),
+                "minutes": args.train_minutes,
+                "torch": meta.get("torch"),
+                "threads": config.get("threads"),
+            },
+            "test_data": {
+                "kind": "synthetic",
+                "seed": args.test_seed,
+                "count": args.test_count,
+                "scene_size": config["scene_size"],
+            },
+            "metrics": {"trained": trained, "untrained": untrained},
+            "regression_check": {
+                "seed": args.test_seed,
+                "count": args.check_count,
+                "scene_size": config["scene_size"],
+                "mae": regression["mae"],
+                "s_measure": regression["s_measure"],
+            },
+        }
+    )
     write_json(weights.with_suffix(".json"), record)
     print(f"wrote {weights} ({weights.stat().st_size / 1e6:.2f} MB) and {weights.with_suffix('.json').name}")
     for name in ("s_measure", "max_f", "mean_f", "max_e", "mean_e", "mae"):

@@ -91,25 +91,34 @@ def onnx_precision_facts(model: Any) -> Tuple[bool, bool]:
     return has_qdq, has_fp16
 
 
-def check_onnx_matches_precision(model: Any, onnx_path: Path, precision: str, strongly_typed: bool,
-                                 calibrating: bool) -> None:
+def check_onnx_matches_precision(
+    model: Any, onnx_path: Path, precision: str, strongly_typed: bool, calibrating: bool
+) -> None:
     """Catch the wrong ONNX for a precision before a long build silently produces fp32."""
     has_qdq, has_fp16 = onnx_precision_facts(model)
     name = Path(onnx_path).name
     if precision == "int8":
         if calibrating and has_qdq:
-            raise EngineError(f"{name} already has Q/DQ nodes; calibrate from model.onnx (fp32) or build "
-                              f"{name} without calibration data")
+            raise EngineError(
+                f"{name} already has Q/DQ nodes; calibrate from model.onnx (fp32) or build "
+                f"{name} without calibration data"
+            )
         if not calibrating and not has_qdq:
-            raise EngineError(f"{name} has no QuantizeLinear/DequantizeLinear nodes, so it cannot give an INT8 engine; "
-                              "build from model.int8.onnx (or calibrate model.onnx on TensorRT 10)")
+            raise EngineError(
+                f"{name} has no QuantizeLinear/DequantizeLinear nodes, so it cannot give an INT8 engine; "
+                "build from model.int8.onnx (or calibrate model.onnx on TensorRT 10)"
+            )
         return
     if has_qdq:
-        raise EngineError(f"{name} is quantized (Q/DQ nodes); build it with precision int8, "
-                          f"or build {precision} from {ONNX_FILES[precision]}")
+        raise EngineError(
+            f"{name} is quantized (Q/DQ nodes); build it with precision int8, "
+            f"or build {precision} from {ONNX_FILES[precision]}"
+        )
     if strongly_typed and precision == "fp16" and not has_fp16:
-        raise EngineError(f"{name} has no float16 tensors and this TensorRT is strongly typed, so the engine would be "
-                          "fp32; build fp16 from model.fp16.onnx")
+        raise EngineError(
+            f"{name} has no float16 tensors and this TensorRT is strongly typed, so the engine would be "
+            "fp32; build fp16 from model.fp16.onnx"
+        )
     if strongly_typed and precision == "fp32" and has_fp16:
         raise EngineError(f"{name} has float16 tensors; build it with precision fp16, or fp32 from model.onnx")
 
@@ -117,17 +126,24 @@ def check_onnx_matches_precision(model: Any, onnx_path: Path, precision: str, st
 def onnx_digest(model: Any, onnx_path: Path) -> str:
     """sha256 of the ONNX file, folded with its external-data files' hashes when it has any."""
     digest = sha256_file(onnx_path)
-    locations = sorted({
-        entry.value for init in model.graph.initializer if init.data_location == 1  # TensorProto.EXTERNAL
-        for entry in init.external_data if entry.key == "location"
-    })
+    locations = sorted(
+        {
+            entry.value
+            for init in model.graph.initializer
+            if init.data_location == 1  # TensorProto.EXTERNAL
+            for entry in init.external_data
+            if entry.key == "location"
+        }
+    )
     if not locations:
         return digest
     combined = hashlib.sha256(digest.encode())
     for location in locations:
         path = onnx_path.parent / location
         if not path.is_file():
-            raise EngineError(f"{onnx_path.name} keeps weights in {location}, which is missing; copy it beside the ONNX")
+            raise EngineError(
+                f"{onnx_path.name} keeps weights in {location}, which is missing; copy it beside the ONNX"
+            )
         combined.update(f"{location}:{sha256_file(path)}".encode())
     return combined.hexdigest()
 
@@ -143,14 +159,18 @@ def onnx_io(model: Any, shapes: Mapping[str, ProfileShapes]) -> Tuple[List[Dict[
         return {"name": value.name, "dtype": dtype, "shape": dims}
 
     initializers = {init.name for init in model.graph.initializer}
-    inputs = [dict(describe(v), profile=shapes[v.name].to_dict()) for v in model.graph.input if v.name not in initializers]
+    inputs = [
+        dict(describe(v), profile=shapes[v.name].to_dict()) for v in model.graph.input if v.name not in initializers
+    ]
     return inputs, [describe(v) for v in model.graph.output]
 
 
 # -- targets ---------------------------------------------------------------------------------------
 
 
-def resolve_targets(flavour: Flavour, target_sm: Any, dla_core: Optional[int]) -> Tuple[List[int], Optional[Dict[str, Any]]]:
+def resolve_targets(
+    flavour: Flavour, target_sm: Any, dla_core: Optional[int]
+) -> Tuple[List[int], Optional[Dict[str, Any]]]:
     """(compute capabilities the engine is for, build GPU description or None)."""
     from runtime.backends import cuda_buffers  # the project's one cuda-python layer (torch-free)
 
@@ -165,15 +185,21 @@ def resolve_targets(flavour: Flavour, target_sm: Any, dla_core: Optional[int]) -
         if requested:
             return requested, gpu
         if gpu is None:
-            raise EngineError("no CUDA GPU here to build for; TensorRT-RTX can build ahead of time: pass "
-                              "target_sm (e.g. 86 for RTX 30xx, 89 for RTX 40xx, 120 for RTX 50xx)")
+            raise EngineError(
+                "no CUDA GPU here to build for; TensorRT-RTX can build ahead of time: pass "
+                "target_sm (e.g. 86 for RTX 30xx, 89 for RTX 40xx, 120 for RTX 50xx)"
+            )
         return [info.sm], gpu
     if gpu is None:
-        raise EngineError("TensorRT builds an engine on the GPU it will run on, and no CUDA GPU is visible here "
-                          "(check nvidia-smi and that cuda-python is installed: pip install 'edge-mm[trt]')")
+        raise EngineError(
+            "TensorRT builds an engine on the GPU it will run on, and no CUDA GPU is visible here "
+            "(check nvidia-smi and that cuda-python is installed: pip install 'edge-mm[trt]')"
+        )
     if requested and requested != [info.sm]:
-        raise EngineError(f"TensorRT builds for the GPU it runs on (sm{info.sm}, {info.name}); build on the sm"
-                          f"{'/'.join(map(str, requested))} device instead, or drop target_sm")
+        raise EngineError(
+            f"TensorRT builds for the GPU it runs on (sm{info.sm}, {info.name}); build on the sm"
+            f"{'/'.join(map(str, requested))} device instead, or drop target_sm"
+        )
     return [info.sm], gpu
 
 
@@ -190,8 +216,9 @@ def parser_error(parser: Any, onnx_path: Path) -> EngineError:
         details.append(f"node {node!r}" + (f" ({op})" if op else "") + f": {one_line(error.desc(), 240)}")
     first = details[0] if details else "no details from the parser"
     more = f" (+{len(details) - 1} more)" if len(details) > 1 else ""
-    return EngineError(f"TensorRT cannot parse {Path(onnx_path).name}: {first}{more}; "
-                       "change or re-export that part of the model")
+    return EngineError(
+        f"TensorRT cannot parse {Path(onnx_path).name}: {first}{more}; change or re-export that part of the model"
+    )
 
 
 def dtype_name(trt: Any, dtype: Any) -> str:
@@ -241,8 +268,10 @@ def build_with_bindings(
         set_compute_capabilities(trt, config, targets, flavour)
     if dla_core is not None:
         if dla_core >= builder.num_DLA_cores:
-            raise EngineError(f"DLA core {dla_core} does not exist here ({builder.num_DLA_cores} DLA cores); "
-                              "use 0 or 1 on Jetson AGX Orin / Orin NX, or drop dla_core")
+            raise EngineError(
+                f"DLA core {dla_core} does not exist here ({builder.num_DLA_cores} DLA cores); "
+                "use 0 or 1 on Jetson AGX Orin / Orin NX, or drop dla_core"
+            )
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(dla_core)
         if gpu_fallback:
@@ -259,8 +288,10 @@ def build_with_bindings(
             s = shapes[tensor.name]
             profile.set_shape(tensor.name, s.min, s.opt, s.max)
         if config.add_optimization_profile(profile) < 0:
-            raise EngineError(f"TensorRT rejected the optimization profile {dict((n, s.to_dict()) for n, s in shapes.items())}: "
-                              f"{logger.first_error()}; fix the spec's profile ranges")
+            raise EngineError(
+                f"TensorRT rejected the optimization profile {dict((n, s.to_dict()) for n, s in shapes.items())}: "
+                f"{logger.first_error()}; fix the spec's profile ranges"
+            )
 
     calibrator = None
     if calibration is not None:
@@ -287,8 +318,10 @@ def build_with_bindings(
         if calibrator is not None:
             calibrator.release()
     if plan is None:
-        raise EngineError(f"TensorRT could not build {Path(onnx_path).name}: {logger.first_error()}; "
-                          "see the log above (a larger workspace or a simpler profile may help)")
+        raise EngineError(
+            f"TensorRT could not build {Path(onnx_path).name}: {logger.first_error()}; "
+            "see the log above (a larger workspace or a simpler profile may help)"
+        )
     if cache is not None:
         with atomic_path(timing_cache) as tmp:
             tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
@@ -309,12 +342,20 @@ def set_compute_capabilities(trt: Any, config: Any, targets: Sequence[int], flav
     for index, sm in enumerate(targets):
         capability = getattr(trt.ComputeCapability, f"SM{sm}", None)
         if capability is None or not config.set_compute_capability(capability, index):
-            raise EngineError(f"TensorRT-RTX {flavour.version_string} cannot target sm{sm}; it supports "
-                              f"{', '.join(s.lower() for s in supported)}")
+            raise EngineError(
+                f"TensorRT-RTX {flavour.version_string} cannot target sm{sm}; it supports "
+                f"{', '.join(s.lower() for s in supported)}"
+            )
 
 
-def attach_calibrator(trt: Any, builder: Any, config: Any, calibration: CalibrationBatches,
-                      cache_path: Optional[Path], dynamic: Sequence[Any]) -> Any:
+def attach_calibrator(
+    trt: Any,
+    builder: Any,
+    config: Any,
+    calibration: CalibrationBatches,
+    cache_path: Optional[Path],
+    dynamic: Sequence[Any],
+) -> Any:
     """Legacy INT8 calibration (TensorRT 10.x): one profile point, the shape of the first batch."""
     calibrator = make_entropy_calibrator(trt, calibration, cache_path)
     cached = cache_path is not None and cache_path.is_file()
@@ -411,8 +452,14 @@ def build_or_reuse(
         "gpu_fallback": bool(gpu_fallback) if dla_core is not None else None,
     }
     key = sidecar_mod.make_key(
-        onnx_sha256=onnx_sha256, flavour=flav.name, version=flav.version_string, precision=precision,
-        targets=targets, dla_core=dla_core, profile={n: s.to_dict() for n, s in shapes.items()}, options=build_options,
+        onnx_sha256=onnx_sha256,
+        flavour=flav.name,
+        version=flav.version_string,
+        precision=precision,
+        targets=targets,
+        dla_core=dla_core,
+        profile={n: s.to_dict() for n, s in shapes.items()},
+        options=build_options,
     )
     reason = "forced" if force else sidecar_mod.rebuild_reason(engine_path, key)
     if reason is None:
@@ -436,10 +483,17 @@ def build_or_reuse(
     with atomic_path(engine_path) as tmp:
         if flav.trtexec is not None:
             cmd = trtexec_command(
-                flav.trtexec, onnx_path, tmp, precision=precision, strongly_typed=strongly_typed,
+                flav.trtexec,
+                onnx_path,
+                tmp,
+                precision=precision,
+                strongly_typed=strongly_typed,
                 shapes={t.name: shapes[t.name] for t in inputs if any(isinstance(d, str) for d in t.dims)},
-                workspace_mib=workspace_mib, timing_cache=timing_cache, optimization_level=optimization_level,
-                dla_core=dla_core, gpu_fallback=gpu_fallback,
+                workspace_mib=workspace_mib,
+                timing_cache=timing_cache,
+                optimization_level=optimization_level,
+                dla_core=dla_core,
+                gpu_fallback=gpu_fallback,
             )
             say(" ".join(cmd))
             run_trtexec(cmd, engine_path.with_name(engine_path.name + ".log"))
@@ -450,9 +504,19 @@ def build_or_reuse(
                 dtypes = {t.name: _onnx_np_dtype(t.elem_type) for t in inputs}
                 batches = CalibrationBatches(calibration_data, dtypes)  # type: ignore[arg-type]
             plan, input_io, output_io = build_with_bindings(
-                flav, onnx_path, precision, shapes, targets, workspace_mib=workspace_mib,
-                optimization_level=optimization_level, dla_core=dla_core, gpu_fallback=gpu_fallback,
-                timing_cache=timing_cache, calibration=batches, calibration_cache=calib_cache, progress=progress,
+                flav,
+                onnx_path,
+                precision,
+                shapes,
+                targets,
+                workspace_mib=workspace_mib,
+                optimization_level=optimization_level,
+                dla_core=dla_core,
+                gpu_fallback=gpu_fallback,
+                timing_cache=timing_cache,
+                calibration=batches,
+                calibration_cache=calib_cache,
+                progress=progress,
             )
             with open(tmp, "wb") as fh:
                 fh.write(plan)
@@ -460,8 +524,16 @@ def build_or_reuse(
     if flav.is_rtx:
         build_options["runtime_cache"] = engine_path.name + ".runtime-cache"
     data = sidecar_mod.write_sidecar(
-        engine_path, key=key, tool=flav.tool, gpu=gpu, onnx_path=onnx_path, inputs=input_io, outputs=output_io,
-        build_options=build_options, spec=spec.to_dict() if spec else None, build_seconds=seconds,
+        engine_path,
+        key=key,
+        tool=flav.tool,
+        gpu=gpu,
+        onnx_path=onnx_path,
+        inputs=input_io,
+        outputs=output_io,
+        build_options=build_options,
+        spec=spec.to_dict() if spec else None,
+        build_seconds=seconds,
     )
     say(f"wrote {engine_path} ({engine_path.stat().st_size / 2**20:.1f} MiB) in {seconds:.1f} s")
     return BuildOutcome(engine_path, data, False, reason, time.perf_counter() - start)

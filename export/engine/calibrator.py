@@ -36,7 +36,9 @@ class CalibrationBatches:
         if self._first is None:
             first = self._next_raw()
             if first is None:
-                raise EngineError("the calibration data is empty; pass at least one batch (about 500 images is typical)")
+                raise EngineError(
+                    "the calibration data is empty; pass at least one batch (about 500 images is typical)"
+                )
             self._first = first
             self.shapes = {name: tuple(a.shape) for name, a in first.items()}
         assert self.shapes is not None
@@ -63,21 +65,29 @@ class CalibrationBatches:
     def _check(self, raw: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         index = self.count
         if not isinstance(raw, Mapping):
-            raise EngineError(f"calibration batch {index} is a {type(raw).__name__}; yield dicts of input name -> array")
+            raise EngineError(
+                f"calibration batch {index} is a {type(raw).__name__}; yield dicts of input name -> array"
+            )
         missing = sorted(set(self.input_dtypes) - set(raw))
         extra = sorted(set(raw) - set(self.input_dtypes))
         if missing or extra:
-            raise EngineError(f"calibration batch {index} has inputs missing {missing}, unexpected {extra}; "
-                              f"the model takes {sorted(self.input_dtypes)}")
+            raise EngineError(
+                f"calibration batch {index} has inputs missing {missing}, unexpected {extra}; "
+                f"the model takes {sorted(self.input_dtypes)}"
+            )
         batch = {}
         for name, dtype in self.input_dtypes.items():
             array = np.asarray(raw[name])
             if array.dtype != dtype:
-                raise EngineError(f"calibration batch {index} input {name!r} is {array.dtype}; the model takes {dtype} "
-                                  "(make the calibration set with the artifact's preprocessing)")
+                raise EngineError(
+                    f"calibration batch {index} input {name!r} is {array.dtype}; the model takes {dtype} "
+                    "(make the calibration set with the artifact's preprocessing)"
+                )
             if self.shapes is not None and tuple(array.shape) != self.shapes[name]:
-                raise EngineError(f"calibration batch {index} input {name!r} has shape {array.shape}; every batch must "
-                                  f"have the first batch's shape {self.shapes[name]}")
+                raise EngineError(
+                    f"calibration batch {index} input {name!r} has shape {array.shape}; every batch must "
+                    f"have the first batch's shape {self.shapes[name]}"
+                )
             batch[name] = np.ascontiguousarray(array)
         return batch
 
@@ -99,8 +109,10 @@ def make_entropy_calibrator(trt: Any, batches: CalibrationBatches, cache_path: O
     """An `IInt8EntropyCalibrator2` of module `trt` that feeds `batches` through device buffers."""
     base = getattr(trt, "IInt8EntropyCalibrator2", None)
     if base is None:
-        raise EngineError(f"TensorRT {getattr(trt, '__version__', '?')} has no INT8 calibrator (removed in TensorRT 11, "
-                          "absent in TensorRT-RTX); build from model.int8.onnx (Q/DQ) without calibration data")
+        raise EngineError(
+            f"TensorRT {getattr(trt, '__version__', '?')} has no INT8 calibrator (removed in TensorRT 11, "
+            "absent in TensorRT-RTX); build from model.int8.onnx (Q/DQ) without calibration data"
+        )
     from runtime.backends import cuda_buffers  # the project's one cuda-python layer (torch-free)
 
     class EntropyCalibrator(base):  # type: ignore[misc, valid-type]

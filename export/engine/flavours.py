@@ -142,8 +142,10 @@ def trtexec_version(trtexec: Path) -> Tuple[int, ...]:
         raise EngineError(f"cannot run {trtexec} ({exc}); check the TensorRT installation") from None
     version = trtexec_version_from_output(out.stdout + out.stderr)
     if version is None:
-        raise EngineError(f"cannot tell the TensorRT version of {trtexec} (no '[TensorRT vNNNN]' banner); "
-                          "reinstall TensorRT or pass flavour='tensorrt' with the Python bindings installed")
+        raise EngineError(
+            f"cannot tell the TensorRT version of {trtexec} (no '[TensorRT vNNNN]' banner); "
+            "reinstall TensorRT or pass flavour='tensorrt' with the Python bindings installed"
+        )
     return version
 
 
@@ -153,8 +155,10 @@ def python_flavour(name: str) -> Optional[Flavour]:
         return None
     version = parse_version(getattr(module, "__version__", "0"))
     if name == "tensorrt" and version[:2] < MIN_TENSORRT:
-        raise EngineError(f"TensorRT {'.'.join(map(str, version))} is too old; edge-mm needs TensorRT 10.0 or newer "
-                          "(JetPack 6+, or pip install 'edge-mm[trt]')")
+        raise EngineError(
+            f"TensorRT {'.'.join(map(str, version))} is too old; edge-mm needs TensorRT 10.0 or newer "
+            "(JetPack 6+, or pip install 'edge-mm[trt]')"
+        )
     return Flavour(name, version, module=module)
 
 
@@ -187,8 +191,10 @@ def find_flavour(requested: Optional[str] = None) -> Flavour:
     if requested == "trtexec":
         flavour = trtexec_flavour()
         if flavour is None:
-            raise EngineError("trtexec was not found on PATH or at /usr/src/tensorrt/bin/trtexec; install TensorRT "
-                              "(JetPack ships it) or build with the Python bindings: pip install 'edge-mm[trt]'")
+            raise EngineError(
+                "trtexec was not found on PATH or at /usr/src/tensorrt/bin/trtexec; install TensorRT "
+                "(JetPack ships it) or build with the Python bindings: pip install 'edge-mm[trt]'"
+            )
         return flavour
     if requested is not None:
         flavour = python_flavour(requested)

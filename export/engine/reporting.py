@@ -33,8 +33,14 @@ def make_progress_monitor(trt: Any, enabled: bool = True) -> Any:
                 depth = 0 if parent_phase is None else self._depth.get(parent_phase, 0) + 1
                 self._depth[phase_name] = depth
                 if depth <= 1:
-                    self._bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=depth,
-                                                  leave=depth == 0, disable=not enabled, unit="step")
+                    self._bars[phase_name] = tqdm(
+                        total=num_steps,
+                        desc=phase_name,
+                        position=depth,
+                        leave=depth == 0,
+                        disable=not enabled,
+                        unit="step",
+                    )
                 elif parent_phase in self._bars:
                     self._bars[parent_phase].set_postfix_str(phase_name, refresh=True)
 

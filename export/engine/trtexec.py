@@ -44,8 +44,11 @@ def trtexec_command(
     """The trtexec argument list equivalent to the Python builder's settings."""
     cmd = [str(trtexec), f"--onnx={onnx_path}", f"--saveEngine={engine_path}", "--skipInference"]
     if shapes:  # only inputs with dynamic axes: trtexec rejects shapes for a fully static model
-        cmd += [f"--minShapes={_shape_arg(shapes, 'min')}", f"--optShapes={_shape_arg(shapes, 'opt')}",
-                f"--maxShapes={_shape_arg(shapes, 'max')}"]
+        cmd += [
+            f"--minShapes={_shape_arg(shapes, 'min')}",
+            f"--optShapes={_shape_arg(shapes, 'opt')}",
+            f"--maxShapes={_shape_arg(shapes, 'max')}",
+        ]
     if strongly_typed:
         # TensorRT 11 is always strongly typed and still accepts the flag (a no-op there).
         cmd.append("--stronglyTyped")
@@ -70,7 +73,9 @@ def trtexec_command(
 def run_trtexec(cmd: List[str], log_path: Path) -> None:
     """Run trtexec, keep its full log at `log_path`, raise EngineError with the log's tail on failure."""
     if not Path(cmd[0]).exists():
-        raise EngineError(f"trtexec not found at {cmd[0]}; install TensorRT (JetPack ships /usr/src/tensorrt/bin/trtexec)")
+        raise EngineError(
+            f"trtexec not found at {cmd[0]}; install TensorRT (JetPack ships /usr/src/tensorrt/bin/trtexec)"
+        )
     try:
         with open(log_path, "w") as log:
             result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)

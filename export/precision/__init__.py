@@ -1,8 +1,8 @@
 """Precision variants of an FP32 ONNX model: mixed FP16 and explicit INT8 (Q/DQ) for TensorRT.
 
-    to_fp16(model)                              -> model.fp16.onnx
-    to_int8_qdq(model, feeds)                   -> model.int8.onnx
-    compare_outputs(reference, candidate)       -> accuracy of a variant against FP32
+to_fp16(model)                              -> model.fp16.onnx
+to_int8_qdq(model, feeds)                   -> model.int8.onnx
+compare_outputs(reference, candidate)       -> accuracy of a variant against FP32
 """
 
 from export.precision.calibration import FeedsCalibrationReader

@@ -9,7 +9,9 @@ import numpy as np
 from edge_mm.errors import ExportError
 
 
-def compare_outputs(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]) -> Dict[str, Dict[str, float]]:
+def compare_outputs(
+    reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]
+) -> Dict[str, Dict[str, float]]:
     """Per output: max and mean absolute difference, and cosine similarity per sample.
 
     Each array's first axis is the batch; a sample is flattened before the cosine is taken.
@@ -17,13 +19,17 @@ def compare_outputs(reference: Mapping[str, np.ndarray], candidate: Mapping[str,
     identical (cosine 1); one zero against a non-zero one as 0.
     """
     if set(reference) != set(candidate):
-        raise ExportError(f"outputs differ in names: {sorted(reference)} vs {sorted(candidate)}; compare runs of the same model")
+        raise ExportError(
+            f"outputs differ in names: {sorted(reference)} vs {sorted(candidate)}; compare runs of the same model"
+        )
     result: Dict[str, Dict[str, float]] = {}
     for name in sorted(reference):
         a = np.asarray(reference[name], dtype=np.float64)
         b = np.asarray(candidate[name], dtype=np.float64)
         if a.shape != b.shape:
-            raise ExportError(f"output {name!r} has shape {a.shape} in one run and {b.shape} in the other; compare runs on the same inputs")
+            raise ExportError(
+                f"output {name!r} has shape {a.shape} in one run and {b.shape} in the other; compare runs on the same inputs"
+            )
         diff = np.abs(a - b)
         a2 = a.reshape(a.shape[0], -1) if a.ndim > 0 else a.reshape(1, 1)
         b2 = b.reshape(b.shape[0], -1) if b.ndim > 0 else b.reshape(1, 1)

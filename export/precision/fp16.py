@@ -77,7 +77,9 @@ def _converter_block_list() -> Set[str]:
     return set(float16.DEFAULT_OP_BLOCK_LIST) - set(_FP32_PARAMETER_INPUTS)
 
 
-def _pin_fp32_parameters(model: onnx.ModelProto, blocked_ops: Set[str], fp32_nodes: Set[str]) -> Dict[str, onnx.TensorProto]:
+def _pin_fp32_parameters(
+    model: onnx.ModelProto, blocked_ops: Set[str], fp32_nodes: Set[str]
+) -> Dict[str, onnx.TensorProto]:
     """Give each FP16 Resize its own roi/scales initializers; return them to restore after conversion.
 
     A Resize whose roi/scales are computed by other nodes is kept in FP32 instead (added to fp32_nodes).
@@ -186,8 +188,10 @@ def to_fp16(
     direct_fp32_outputs: List[onnx.ValueInfoProto] = []
     for out in graph.output:
         node = writer.get(out.name)
-        if node is not None and out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and (
-            node.name in fp32_nodes or node.op_type in blocked_ops
+        if (
+            node is not None
+            and out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+            and (node.name in fp32_nodes or node.op_type in blocked_ops)
         ):
             out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
             direct_fp32_outputs.append(out)
@@ -205,7 +209,9 @@ def to_fp16(
                 check_fp16_ready=False,
             )
         except (ValueError, AssertionError) as exc:
-            raise ExportError(f"onnxconverter-common could not convert the graph to FP16 ({exc}); report this with the fp32 model attached") from None
+            raise ExportError(
+                f"onnxconverter-common could not convert the graph to FP16 ({exc}); report this with the fp32 model attached"
+            ) from None
 
     for tensor in converted.graph.initializer:
         if tensor.name in pinned:
@@ -221,7 +227,9 @@ def to_fp16(
     g.copy_metadata(model_fp32, converted)
 
     if g.io_elem_types(converted) != io_types:
-        raise ExportError("FP16 conversion changed the model's input or output types; report this with the fp32 model attached")
+        raise ExportError(
+            "FP16 conversion changed the model's input or output types; report this with the fp32 model attached"
+        )
     g.validate(converted, "FP16")
     return converted
 
@@ -233,7 +241,10 @@ def fp32_node_names(model: onnx.ModelProto) -> Set[str]:
     FP16 does not); used by tests and reports to show which ops the policy kept.
     """
     inferred = onnx.shape_inference.infer_shapes(model)
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    types = {
+        vi.name: vi.type.tensor_type.elem_type
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
+    }
     types.update({t.name: t.data_type for t in inferred.graph.initializer})
     names = set()
     for node in inferred.graph.node:

@@ -95,8 +95,12 @@ def bypass_identities(graph: onnx.GraphProto) -> None:
     renames: Dict[str, str] = {}
     kept = []
     for node in graph.node:
-        if (node.op_type == "Identity" and not node.domain and node.output[0] not in outputs
-                and node.output[0] not in read_by_subgraphs):
+        if (
+            node.op_type == "Identity"
+            and not node.domain
+            and node.output[0] not in outputs
+            and node.output[0] not in read_by_subgraphs
+        ):
             source = node.input[0]
             renames[node.output[0]] = renames.get(source, source)
         else:
@@ -144,7 +148,9 @@ def activation_matmuls(model: onnx.ModelProto) -> List[str]:
     constants = {t.name for t in model.graph.initializer}
     constants.update(out for node in model.graph.node if node.op_type == "Constant" for out in node.output)
     return sorted(
-        node.name for node in model.graph.node if node.op_type == "MatMul" and not any(i in constants for i in node.input)
+        node.name
+        for node in model.graph.node
+        if node.op_type == "MatMul" and not any(i in constants for i in node.input)
     )
 
 
@@ -223,11 +229,15 @@ def validate(model: onnx.ModelProto, what: str) -> None:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"the {what} graph fails the ONNX checker ({first}); report this with the fp32 model attached") from None
+        raise ExportError(
+            f"the {what} graph fails the ONNX checker ({first}); report this with the fp32 model attached"
+        ) from None
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
         ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
         first = str(exc).strip().splitlines()[0]
-        raise ExportError(f"ONNX Runtime cannot load the {what} graph ({first}); report this with the fp32 model attached") from None
+        raise ExportError(
+            f"ONNX Runtime cannot load the {what} graph ({first}); report this with the fp32 model attached"
+        ) from None

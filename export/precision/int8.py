@@ -91,7 +91,9 @@ def _preprocess(model: onnx.ModelProto, folder: Path) -> Path:
     try:
         quant_pre_process(str(source), str(target))
     except Exception as exc:  # symbolic shape inference gives up on some graphs; ONNX shapes are enough then
-        logging.getLogger(__name__).warning("symbolic shape inference failed (%s); using ONNX shape inference only", exc)
+        logging.getLogger(__name__).warning(
+            "symbolic shape inference failed (%s); using ONNX shape inference only", exc
+        )
         quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
     return target
 
@@ -121,7 +123,9 @@ def _calibrate(prepared: Path, reader, op_types: Sequence[str], method: str, per
         calibrate_method=ort_method,
         extra_options=options,
     )
-    empty = CalibrationError("the calibration data is empty; pass at least one feed per input (a few hundred images is typical)")
+    empty = CalibrationError(
+        "the calibration data is empty; pass at least one feed per input (a few hundred images is typical)"
+    )
     try:
         calibrator.collect_data(reader)
     except ValueError:
@@ -232,18 +236,26 @@ def to_int8_qdq(
             raise
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ExportError(f"ONNX Runtime static quantization failed ({first}); check the calibration feeds match the model") from None
+            raise ExportError(
+                f"ONNX Runtime static quantization failed ({first}); check the calibration feeds match the model"
+            ) from None
         quantized = onnx.load(str(output))
 
     g.copy_metadata(model_fp32, quantized)
     g.strip_unused_opsets(quantized)
     summary = qdq_summary(quantized)
     if summary["int32_dequantize"]:
-        raise ExportError("the INT8 graph has INT32 (bias) DequantizeLinear nodes, which TensorRT refuses; do not set QuantizeBias")
+        raise ExportError(
+            "the INT8 graph has INT32 (bias) DequantizeLinear nodes, which TensorRT refuses; do not set QuantizeBias"
+        )
     if summary["nonzero_zero_points"]:
-        raise ExportError("the INT8 graph has non-zero zero points, which TensorRT refuses; keep activations and weights symmetric")
+        raise ExportError(
+            "the INT8 graph has non-zero zero points, which TensorRT refuses; keep activations and weights symmetric"
+        )
     if summary["quantized_weights"] == 0:
-        raise ExportError(f"no weights were quantized (op types {quantized_ops}, {len(excluded)} nodes excluded); quantize at least one layer")
+        raise ExportError(
+            f"no weights were quantized (op types {quantized_ops}, {len(excluded)} nodes excluded); quantize at least one layer"
+        )
     g.validate(quantized, "INT8")
     return quantized
 

@@ -30,7 +30,9 @@ def _ort():
     try:
         import onnxruntime
     except ImportError:
-        raise BackendError("onnxruntime is not installed; pip install onnxruntime (or onnxruntime-gpu for CUDA)") from None
+        raise BackendError(
+            "onnxruntime is not installed; pip install onnxruntime (or onnxruntime-gpu for CUDA)"
+        ) from None
     return onnxruntime
 
 
@@ -73,7 +75,9 @@ class OnnxRuntimeBackend(Backend):
         if providers not in PROVIDER_CHOICES:
             raise BackendError(f"unknown onnxruntime providers {providers!r}; use one of {', '.join(PROVIDER_CHOICES)}")
         if optimization not in OPTIMIZATION_LEVELS:
-            raise BackendError(f"unknown optimization level {optimization!r}; use one of {', '.join(OPTIMIZATION_LEVELS)}")
+            raise BackendError(
+                f"unknown optimization level {optimization!r}; use one of {', '.join(OPTIMIZATION_LEVELS)}"
+            )
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise BackendError(f"threads must be a positive integer or None, got {threads!r}")
         self.onnx_path = Path(onnx_path)

@@ -19,7 +19,7 @@ import logging
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from edge_mm.errors import ArtifactError, BackendError, EngineError, UsageError
-from runtime.artifact import Artifact, VARIANT_FILES
+from runtime.artifact import VARIANT_FILES, Artifact
 
 log = logging.getLogger("edge_mm.runtime.select")
 
@@ -57,10 +57,14 @@ def engine_problems(artifact: Artifact, precision: str, gpu_sm: Optional[int]) -
         flavour = str(info.get("flavour", ""))
         installed = trt_backend.installed_version(flavour) if flavour in trt_backend.PYTHON_MODULES else None
         if installed is None:
-            problems.append(f"{entry.path.name}: it needs {flavour or 'TensorRT'} {info.get('version', '?')}, which is not installed")
+            problems.append(
+                f"{entry.path.name}: it needs {flavour or 'TensorRT'} {info.get('version', '?')}, which is not installed"
+            )
             continue
         if not trt_backend.same_version(str(info.get("version", "")), installed):
-            problems.append(f"{entry.path.name}: built with {flavour} {info.get('version')} but {installed} is installed")
+            problems.append(
+                f"{entry.path.name}: built with {flavour} {info.get('version')} but {installed} is installed"
+            )
             continue
         if gpu_sm is None:
             problems.append(f"{entry.path.name}: no CUDA GPU is visible")
@@ -124,15 +128,18 @@ def _rebuild(artifact: Artifact) -> str:
     return build_command(artifact.path, name)
 
 
-def _try_tensorrt(artifact: Artifact, precisions: Sequence[str], forced: bool, warn: Callable[[str], None],
-                  cuda_graph: bool = False) -> Optional[Selection]:
+def _try_tensorrt(
+    artifact: Artifact, precisions: Sequence[str], forced: bool, warn: Callable[[str], None], cuda_graph: bool = False
+) -> Optional[Selection]:
     from runtime.backends import tensorrt as trt_backend
 
     present = sorted({e.precision for e in artifact.engines()})
     if not present:
         if forced:
-            raise EngineError(f"--backend tensorrt: artifact {artifact.path} holds no TensorRT engine; build one on this "
-                              f"machine with `{_rebuild(artifact)} --precision fp16`")
+            raise EngineError(
+                f"--backend tensorrt: artifact {artifact.path} holds no TensorRT engine; build one on this "
+                f"machine with `{_rebuild(artifact)} --precision fp16`"
+            )
         return None
     sm = _gpu_sm()
     reasons = []
@@ -152,7 +159,9 @@ def _try_tensorrt(artifact: Artifact, precisions: Sequence[str], forced: bool, w
             if backend is not None:
                 backend.deactivate()
             continue
-        return Selection(backend, "tensorrt", precision, f"TensorRT engine {backend.engine_path.name} matches this machine")
+        return Selection(
+            backend, "tensorrt", precision, f"TensorRT engine {backend.engine_path.name} matches this machine"
+        )
     wanted = "/".join(precisions)
     if not reasons:
         reasons = [f"no {wanted} engine (engines present: {', '.join(present)})"]
@@ -201,8 +210,10 @@ def select_backend(
 
     variants = artifact.variants()
     if backend == "ort-cuda" and not _ort_has_cuda():
-        raise BackendError("--backend ort-cuda: this onnxruntime has no CUDAExecutionProvider; "
-                           "pip install onnxruntime-gpu (in place of onnxruntime), or use --backend auto / ort-cpu")
+        raise BackendError(
+            "--backend ort-cuda: this onnxruntime has no CUDAExecutionProvider; "
+            "pip install onnxruntime-gpu (in place of onnxruntime), or use --backend auto / ort-cpu"
+        )
     if backend == "ort-cuda" or (backend == "auto" and _ort_has_cuda()):
         if precision == "auto":
             precision = "fp16" if "fp16" in variants else "fp32"

@@ -71,14 +71,25 @@ REQUIRED_RTX_API = (
     "Runtime.get_engine_validity",
 )
 
-PYTHON_MODULES = {"tensorrt": ("tensorrt", "tensorrt_bindings"), "tensorrt_rtx": ("tensorrt_rtx", "tensorrt_rtx_bindings")}
-INSTALL_HINTS = {"tensorrt": "pip install 'edge-mm[trt]' (Jetson: JetPack's python3-libnvinfer)",
-                 "tensorrt_rtx": "pip install tensorrt-rtx"}
+PYTHON_MODULES = {
+    "tensorrt": ("tensorrt", "tensorrt_bindings"),
+    "tensorrt_rtx": ("tensorrt_rtx", "tensorrt_rtx_bindings"),
+}
+INSTALL_HINTS = {
+    "tensorrt": "pip install 'edge-mm[trt]' (Jetson: JetPack's python3-libnvinfer)",
+    "tensorrt_rtx": "pip install tensorrt-rtx",
+}
 SIDECAR_FORMAT = 1
 # TensorRT-RTX EngineInvalidityDiagnostics bits that mean "this file cannot run here" (CUDA_ERROR=64
 # only says the check itself could not query the GPU, so it is left out).
-VALIDITY_DIAGNOSTICS = {"VERSION_MISMATCH": 1, "UNSUPPORTED_CC": 2, "OLD_CUDA_DRIVER": 4, "OLD_CUDA_RUNTIME": 8,
-                        "INSUFFICIENT_GPU_MEMORY": 16, "MALFORMED_ENGINE": 32}
+VALIDITY_DIAGNOSTICS = {
+    "VERSION_MISMATCH": 1,
+    "UNSUPPORTED_CC": 2,
+    "OLD_CUDA_DRIVER": 4,
+    "OLD_CUDA_RUNTIME": 8,
+    "INSUFFICIENT_GPU_MEMORY": 16,
+    "MALFORMED_ENGINE": 32,
+}
 
 
 def rebuild_command(artifact_dir: Union[str, Path], precision: str, model: str = "<model>") -> str:
@@ -162,15 +173,19 @@ def create_runtime(trt: Any, logger: Any) -> Any:
     """
     runs_without_gpu = hasattr(trt.Runtime, "get_engine_validity")  # TensorRT-RTX
     if not runs_without_gpu and cuda_buffers.device_count() == 0:
-        raise EngineError(f"TensorRT {trt.__version__} cannot load engines: no CUDA GPU is visible; check the NVIDIA "
-                          "driver (nvidia-smi), or use the onnxruntime backend on this machine")
+        raise EngineError(
+            f"TensorRT {trt.__version__} cannot load engines: no CUDA GPU is visible; check the NVIDIA "
+            "driver (nvidia-smi), or use the onnxruntime backend on this machine"
+        )
     logger.errors.clear()
     runtime = trt.Runtime(logger)
     if runtime is None or any("createInferRuntime" in e for e in logger.errors):
         if runtime is not None:
             ctypes.pythonapi.Py_IncRef(ctypes.py_object(runtime))  # never run its crashing destructor
-        raise EngineError(f"TensorRT {trt.__version__} could not start its runtime: {logger.first_error()}; "
-                          "check the NVIDIA driver and that a GPU is visible (nvidia-smi)")
+        raise EngineError(
+            f"TensorRT {trt.__version__} could not start its runtime: {logger.first_error()}; "
+            "check the NVIDIA driver and that a GPU is visible (nvidia-smi)"
+        )
     return runtime
 
 
@@ -179,14 +194,20 @@ def deserialize_engine(runtime: Any, logger: Any, data: bytes, name: str, rebuil
     logger.errors.clear()
     if hasattr(runtime, "get_engine_validity"):  # TensorRT-RTX checks the header without loading
         validity, diagnostics = runtime.get_engine_validity(data)
-        reasons = [reason.lower().replace("_", " ") for reason, bit in VALIDITY_DIAGNOSTICS.items() if int(diagnostics) & bit]
+        reasons = [
+            reason.lower().replace("_", " ") for reason, bit in VALIDITY_DIAGNOSTICS.items() if int(diagnostics) & bit
+        ]
         if reasons and int(validity) != 0:  # 0 = VALID
-            raise EngineError(f"cannot load engine {name}: TensorRT-RTX says {', '.join(reasons)}; "
-                              f"rebuild it on this machine: {rebuild}")
+            raise EngineError(
+                f"cannot load engine {name}: TensorRT-RTX says {', '.join(reasons)}; "
+                f"rebuild it on this machine: {rebuild}"
+            )
     engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
-        raise EngineError(f"cannot load engine {name}: {logger.first_error('not a TensorRT engine')}; "
-                          f"rebuild it on this machine: {rebuild}")
+        raise EngineError(
+            f"cannot load engine {name}: {logger.first_error('not a TensorRT engine')}; "
+            f"rebuild it on this machine: {rebuild}"
+        )
     return engine
 
 
@@ -299,8 +320,15 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, spec: ModelSpec, precision: str, engine_path: Union[str, Path], *, device: int = 0,
-                 cuda_graph: bool = False) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        precision: str,
+        engine_path: Union[str, Path],
+        *,
+        device: int = 0,
+        cuda_graph: bool = False,
+    ) -> None:
         super().__init__(spec, precision)
         self.engine_path = Path(engine_path)
         self.device = device
@@ -314,8 +342,10 @@ class TensorRTBackend(Backend):
         engine_path = find_engine(artifact_dir, precision, options.get("device", 0))
         spec_dict = read_engine_sidecar(engine_path).get("spec")
         if not spec_dict:
-            raise EngineError(f"engine {engine_path.name} has no model spec in its sidecar; rebuild it from an "
-                              f"edge-mm artifact: {rebuild_command(artifact_dir, precision, _model_name([engine_path]))}")
+            raise EngineError(
+                f"engine {engine_path.name} has no model spec in its sidecar; rebuild it from an "
+                f"edge-mm artifact: {rebuild_command(artifact_dir, precision, _model_name([engine_path]))}"
+            )
         return cls(ModelSpec.from_dict(spec_dict), precision, engine_path, **options)
 
     def _reset(self) -> None:
@@ -372,8 +402,10 @@ class TensorRTBackend(Backend):
         else:
             context = engine.create_execution_context()
         if context is None:
-            raise EngineError(f"cannot create an execution context for {self.engine_path.name}: "
-                              f"{logger.first_error()}; check free GPU memory, or rebuild: {self.rebuild}")
+            raise EngineError(
+                f"cannot create an execution context for {self.engine_path.name}: "
+                f"{logger.first_error()}; check free GPU memory, or rebuild: {self.rebuild}"
+            )
         return context
 
     def _allocate(self, trt: Any) -> None:
@@ -393,12 +425,16 @@ class TensorRTBackend(Backend):
             self._inputs[name] = self._new_tensor(trt, name, lo, hi)
         unresolved = context.infer_shapes()
         if unresolved:
-            raise EngineError(f"engine {self.engine_path.name} cannot infer shapes of {list(unresolved)}; rebuild: {self.rebuild}")
+            raise EngineError(
+                f"engine {self.engine_path.name} cannot infer shapes of {list(unresolved)}; rebuild: {self.rebuild}"
+            )
         for name in output_names:
             shape = tuple(context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
-                raise EngineError(f"output {name!r} has a data-dependent shape {shape}, which this backend does not "
-                                  "support; use the onnxruntime backend for this model")
+                raise EngineError(
+                    f"output {name!r} has a data-dependent shape {shape}, which this backend does not "
+                    "support; use the onnxruntime backend for this model"
+                )
             self._outputs[name] = self._new_tensor(trt, name, shape, shape)
         for tensor in list(self._inputs.values()) + list(self._outputs.values()):
             context.set_tensor_address(tensor.name, tensor.device.ptr)
@@ -412,9 +448,11 @@ class TensorRTBackend(Backend):
         want_in = sorted(t.name for t in self.spec.inputs)
         want_out = sorted(t.name for t in self.spec.outputs)
         if sorted(input_names) != want_in or sorted(output_names) != want_out:
-            raise EngineError(f"engine {self.engine_path.name} has inputs {sorted(input_names)} and outputs "
-                              f"{sorted(output_names)} but the model spec says {want_in} and {want_out}; "
-                              f"rebuild: {self.rebuild}")
+            raise EngineError(
+                f"engine {self.engine_path.name} has inputs {sorted(input_names)} and outputs "
+                f"{sorted(output_names)} but the model spec says {want_in} and {want_out}; "
+                f"rebuild: {self.rebuild}"
+            )
 
     # -- inference ---------------------------------------------------------------------------------
     def infer_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -444,8 +482,10 @@ class TensorRTBackend(Backend):
             if len(shape) != len(tensor.max_shape) or any(
                 not lo <= d <= hi for d, lo, hi in zip(shape, tensor.min_shape, tensor.max_shape)
             ):
-                raise InputError(f"input {name!r} has shape {shape}; this engine takes {tensor.min_shape} up to "
-                                 f"{tensor.max_shape}; resize the input or rebuild with a wider profile: {self.rebuild}")
+                raise InputError(
+                    f"input {name!r} has shape {shape}; this engine takes {tensor.min_shape} up to "
+                    f"{tensor.max_shape}; resize the input or rebuild with a wider profile: {self.rebuild}"
+                )
             if not context.set_input_shape(name, shape):
                 raise BackendError(f"TensorRT refused shape {shape} for input {name!r}; rebuild: {self.rebuild}")
             tensor.shape = shape

@@ -1,9 +1,9 @@
 """On-device embedding index for CLIP retrieval (torch-free: numpy, sqlite3, optional faiss).
 
-    store = IndexStore("idx", dim=512, model_info=ModelInfo.from_spec(spec), mode="a")
-    ids = store.add(unit_vectors, [{"content_hash": h, "path": p} for h, p in ...])
-    scores, ids = open_search_index(store).search(text_embeddings, k=8)
-    hits = store.items(ids[0])
+store = IndexStore("idx", dim=512, model_info=ModelInfo.from_spec(spec), mode="a")
+ids = store.add(unit_vectors, [{"content_hash": h, "path": p} for h, p in ...])
+scores, ids = open_search_index(store).search(text_embeddings, k=8)
+hits = store.items(ids[0])
 """
 
 from __future__ import annotations

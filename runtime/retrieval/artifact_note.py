@@ -22,7 +22,11 @@ def remember_artifact(index_path: Union[str, Path], artifact_root: Union[str, Pa
     note = {
         "format": 1,
         "artifact": str(Path(artifact_root).resolve()),
-        "model": {"name": model_info.name, "spec_digest": model_info.spec_digest, "weights_sha256": model_info.weights_sha256},
+        "model": {
+            "name": model_info.name,
+            "spec_digest": model_info.spec_digest,
+            "weights_sha256": model_info.weights_sha256,
+        },
     }
     path = Path(index_path) / ARTIFACT_NOTE
     try:

@@ -104,22 +104,38 @@ def cmd_add(args: argparse.Namespace) -> int:
     try:
         store = IndexStore(index_path, dim=_dim_of(paths), model_info=model_info, mode="a")
         remember_artifact(index_path, paths.root, model_info)
-        embedder = ClipEmbedder.open(paths.root, backend=args.backend, precision=args.precision, threads=args.threads,
-                                     batch_size=args.batch, text="no")
+        embedder = ClipEmbedder.open(
+            paths.root,
+            backend=args.backend,
+            precision=args.precision,
+            threads=args.threads,
+            batch_size=args.batch,
+            text="no",
+        )
         if args.saliency:
-            cropper = SalientCropper.open(args.saliency, args.backend, args.precision, args.threads,
-                                          threshold=args.saliency_threshold, pad=args.pad)
+            cropper = SalientCropper.open(
+                args.saliency,
+                args.backend,
+                args.precision,
+                args.threads,
+                threshold=args.saliency_threshold,
+                pad=args.pad,
+            )
         progress = not args.no_progress and not args.json
         say = (lambda text: print(text, file=sys.stderr)) if args.json else print
         if not args.json:
             print(f"adding to {index_path} ({len(store)} items) with {embedder.description}")
-        options = IngestOptions(fps=args.fps, max_frames=args.max_frames, cropper=cropper, batch_size=args.batch,
-                                progress=progress)
+        options = IngestOptions(
+            fps=args.fps, max_frames=args.max_frames, cropper=cropper, batch_size=args.batch, progress=progress
+        )
         report = Ingest(embedder, store, options, say=say).run(targets)
         total = len(store)
     except KeyboardInterrupt:
         total = len(store) if store is not None else 0
-        print(f"interrupted; index {index_path} holds {total} items (run the same command again to resume)", file=sys.stderr)
+        print(
+            f"interrupted; index {index_path} holds {total} items (run the same command again to resume)",
+            file=sys.stderr,
+        )
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -180,8 +196,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(f"-k {args.k} must be >= 1")
     index_path = Path(args.index)
     if not index_path.exists():
-        raise IndexStoreError(f"no retrieval index at {index_path}; build one with edge-mm-index add --index {index_path} ...")
-    texts = [args.query] if args.query is not None else (_read_queries(args.queries) if args.queries is not None else [])
+        raise IndexStoreError(
+            f"no retrieval index at {index_path}; build one with edge-mm-index add --index {index_path} ..."
+        )
+    texts = (
+        [args.query] if args.query is not None else (_read_queries(args.queries) if args.queries is not None else [])
+    )
     image = None
     if args.image is not None:
         image = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
@@ -192,8 +212,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     answers = []
     # Opening the store with the CLIP model's identity is the check that the index was made by it.
     with IndexStore(index_path, model_info=model_info, mode="r") as store:
-        with ClipEmbedder.open(paths.root, backend=args.backend, precision=args.precision, threads=args.threads,
-                               text="no" if image is not None else "now") as embedder:
+        with ClipEmbedder.open(
+            paths.root,
+            backend=args.backend,
+            precision=args.precision,
+            threads=args.threads,
+            text="no" if image is not None else "now",
+        ) as embedder:
             queries = embedder.embed_images([image]) if image is not None else embedder.embed_texts(texts)
             described = embedder.description
         searcher = open_search_index(store, backend, **({"kind": args.faiss} if args.faiss else {}))
@@ -206,7 +231,13 @@ def cmd_search(args: argparse.Namespace) -> int:
             answers.append({"query": query, "results": results})
         total = len(store)
     if args.json:
-        out: Dict[str, Any] = {"index": str(index_path), "items": total, "model": model_info.name, "search": backend, "k": args.k}
+        out: Dict[str, Any] = {
+            "index": str(index_path),
+            "items": total,
+            "model": model_info.name,
+            "search": backend,
+            "k": args.k,
+        }
         if args.queries is not None:
             out["queries"] = answers
         else:
@@ -237,8 +268,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             "index": str(index_path),
             "items": len(store),
             "dim": store.dim,
-            "model": {"name": store.model_info.name, "spec_digest": store.model_info.spec_digest,
-                      "weights_sha256": store.model_info.weights_sha256},
+            "model": {
+                "name": store.model_info.name,
+                "spec_digest": store.model_info.spec_digest,
+                "weights_sha256": store.model_info.weights_sha256,
+            },
             "created_at": float(info.get("created_at", "0") or 0),
             "artifact": str(remembered_artifact(index_path) or ""),
             "faiss": sorted(p.name for p in index_path.glob("faiss-*.index")),
@@ -247,7 +281,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(out, sort_keys=True))
         return 0
     print(f"index {out['index']}: {out['items']} items, {out['dim']}-d")
-    print(f"  model {out['model']['name']} (spec {out['model']['spec_digest'][:12]}, weights {out['model']['weights_sha256'][:12] or '?'})")
+    print(
+        f"  model {out['model']['name']} (spec {out['model']['spec_digest'][:12]}, weights {out['model']['weights_sha256'][:12] or '?'})"
+    )
     print(f"  artifact {out['artifact'] or '(not recorded)'}")
     if out["faiss"]:
         print(f"  faiss {', '.join(out['faiss'])}")
@@ -258,27 +294,45 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _add_backend_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
-                        help="inference backend (default auto: a TensorRT engine built here, else ONNX Runtime)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default="auto",
+        help="inference backend (default auto: a TensorRT engine built here, else ONNX Runtime)",
+    )
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto", help="model variant (default auto)")
     parser.add_argument("--threads", type=int, help="ONNX Runtime CPU threads (default: its own)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-mm-index", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="edge-mm-index", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     add = sub.add_parser("add", help="embed images, video frames or recordings into an index")
-    add.add_argument("targets", nargs="+", metavar="TARGET",
-                     help="image folder or file, video file, recording:FILE.bag|.db3, realsense[:SERIAL], folder:DIR, synthetic:SEED")
+    add.add_argument(
+        "targets",
+        nargs="+",
+        metavar="TARGET",
+        help="image folder or file, video file, recording:FILE.bag|.db3, realsense[:SERIAL], folder:DIR, synthetic:SEED",
+    )
     add.add_argument("--index", required=True, help="index folder (created if missing)")
     add.add_argument("--model", help="CLIP artifact folder (with image/ and text/); optional for an existing index")
-    add.add_argument("--fps", type=float, default=1.0, help="frames per second taken from videos and recordings (default 1; 0 = all)")
+    add.add_argument(
+        "--fps", type=float, default=1.0, help="frames per second taken from videos and recordings (default 1; 0 = all)"
+    )
     add.add_argument("--max-frames", type=int, help="at most this many sampled frames per video or source")
-    add.add_argument("--saliency", help="CDINet artifact: index the salient object of each RGB-D frame, not the whole frame")
+    add.add_argument(
+        "--saliency", help="CDINet artifact: index the salient object of each RGB-D frame, not the whole frame"
+    )
     add.add_argument("--saliency-threshold", type=float, default=0.5, help="saliency mask threshold (default 0.5)")
-    add.add_argument("--pad", type=float, default=DEFAULT_PAD, help=f"salient crop padding, share of the box side (default {DEFAULT_PAD})")
+    add.add_argument(
+        "--pad",
+        type=float,
+        default=DEFAULT_PAD,
+        help=f"salient crop padding, share of the box side (default {DEFAULT_PAD})",
+    )
     add.add_argument("--batch", type=int, default=32, help="images per embedding batch and commit (default 32)")
     add.add_argument("--no-progress", action="store_true", help="no progress bar")
     add.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -293,8 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--model", help="CLIP artifact folder (default: the one that made the index)")
     search.add_argument("-k", type=int, default=5, help="results to show (default 5)")
     search.add_argument("--json", action="store_true", help="print results as JSON")
-    search.add_argument("--faiss", nargs="?", const="ivf-flat", choices=FAISS_KINDS,
-                        help="search with FAISS (pip install faiss-cpu) instead of exactly; KIND defaults to ivf-flat")
+    search.add_argument(
+        "--faiss",
+        nargs="?",
+        const="ivf-flat",
+        choices=FAISS_KINDS,
+        help="search with FAISS (pip install faiss-cpu) instead of exactly; KIND defaults to ivf-flat",
+    )
     _add_backend_options(search)
     search.set_defaults(func=cmd_search)
 

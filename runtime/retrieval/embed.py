@@ -74,11 +74,15 @@ def locate_clip_artifact(path: Union[str, Path]) -> ClipArtifactPaths:
                 f"folder made by `python -m export.build_engine --model clip-demo --out DIR`"
             )
         if kind not in ("clip-image", "clip-text"):
-            raise UsageError(f"{root} is a {kind} artifact, not CLIP; point --model at a CLIP artifact (with image/ and text/)")
+            raise UsageError(
+                f"{root} is a {kind} artifact, not CLIP; point --model at a CLIP artifact (with image/ and text/)"
+            )
         sibling = root.parent / (TEXT_GRAPH if kind == "clip-image" else IMAGE_GRAPH)
         if kind == "clip-text":
             if not sibling.is_dir():
-                raise ArtifactError(f"{root} is a CLIP text graph without its image graph {sibling}; point --model at the artifact folder")
+                raise ArtifactError(
+                    f"{root} is a CLIP text graph without its image graph {sibling}; point --model at the artifact folder"
+                )
             image, text, root = sibling, root, root.parent
         else:
             image, text = root, (sibling if sibling.is_dir() else None)
@@ -86,7 +90,9 @@ def locate_clip_artifact(path: Union[str, Path]) -> ClipArtifactPaths:
     image_kind = _graph_kind(image)
     if image_kind != "clip-image":
         what = "no model.onnx" if image_kind is None else f"a {image_kind} graph"
-        raise ArtifactError(f"{image} should hold CLIP's image graph but has {what}; rebuild the artifact with export.build_engine")
+        raise ArtifactError(
+            f"{image} should hold CLIP's image graph but has {what}; rebuild the artifact with export.build_engine"
+        )
     if text is not None and _graph_kind(text) != "clip-text":
         raise ArtifactError(f"{text} should hold CLIP's text graph; rebuild the artifact with export.build_engine")
     return ClipArtifactPaths(root, image, text)
@@ -95,10 +101,14 @@ def locate_clip_artifact(path: Union[str, Path]) -> ClipArtifactPaths:
 def clip_model_info(image_spec: ModelSpec, text_spec: Optional[ModelSpec] = None) -> ModelInfo:
     """The index identity of a CLIP model: the image graph's ModelInfo, after checking the text graph is its twin."""
     if image_spec.kind != "clip-image":
-        raise UsageError(f"{image_spec.name} is a {image_spec.kind} model; CLIP image embeddings need a clip-image graph")
+        raise UsageError(
+            f"{image_spec.name} is a {image_spec.kind} model; CLIP image embeddings need a clip-image graph"
+        )
     if text_spec is not None:
         if text_spec.kind != "clip-text":
-            raise UsageError(f"{text_spec.name} is a {text_spec.kind} model; CLIP text embeddings need a clip-text graph")
+            raise UsageError(
+                f"{text_spec.name} is a {text_spec.kind} model; CLIP text embeddings need a clip-text graph"
+            )
         if text_spec.name != image_spec.name or text_spec.source_weights_sha256 != image_spec.source_weights_sha256:
             raise ArtifactError(
                 f"the image graph ({image_spec.name}, weights {image_spec.source_weights_sha256[:12] or '?'}) and the text "
@@ -134,7 +144,9 @@ def _normalise(x: np.ndarray, what: str) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     if not np.isfinite(norms).all() or (norms == 0).any():
-        raise InputError(f"the CLIP {what} graph returned a zero or non-finite embedding; check the artifact's report.json")
+        raise InputError(
+            f"the CLIP {what} graph returned a zero or non-finite embedding; check the artifact's report.json"
+        )
     return x / norms
 
 
@@ -167,7 +179,10 @@ class ClipEmbedder:
         self.dim = _embed_dim(self.image_spec)
         self.preprocess = ClipPreprocess.from_dict(self.image_spec.preprocess)
         self.batch_size = batch_size
-        self.description = description or f"{self.image_spec.name} on {getattr(image_backend, 'name', '?')} {getattr(image_backend, 'precision', '')}"
+        self.description = (
+            description
+            or f"{self.image_spec.name} on {getattr(image_backend, 'name', '?')} {getattr(image_backend, 'precision', '')}"
+        )
         self.paths: Optional[ClipArtifactPaths] = None  # set by open(): where the artifact is
         self.selection: Any = None  # set by open(): runtime.backends.select.Selection of the image graph
         self._image_input = self.image_spec.inputs[0].name
@@ -257,7 +272,9 @@ class ClipEmbedder:
     def text_backend(self) -> Any:
         if self._text_backend is None:
             if self._text_opener is None:
-                raise UsageError("this CLIP embedder was opened without its text graph; open it with text='lazy' or 'now'")
+                raise UsageError(
+                    "this CLIP embedder was opened without its text graph; open it with text='lazy' or 'now'"
+                )
             self._text_backend = self._text_opener()
             self.text_spec = self._text_backend.spec
             if clip_model_info(self.image_spec, self.text_spec) != self.model_info:
@@ -271,7 +288,10 @@ class ClipEmbedder:
         ids = np.asarray(ids).astype(np.dtype(spec.inputs[0].dtype), copy=False)
         limit = max_batch_of(backend)
         step = self.batch_size if limit is None else max(1, min(self.batch_size, limit))
-        out = [backend.infer({spec.inputs[0].name: ids[s : s + step]})[spec.outputs[0].name] for s in range(0, len(ids), step)]
+        out = [
+            backend.infer({spec.inputs[0].name: ids[s : s + step]})[spec.outputs[0].name]
+            for s in range(0, len(ids), step)
+        ]
         if not out:
             return np.empty((0, self.dim), np.float32)
         return _normalise(np.concatenate(out), "text")

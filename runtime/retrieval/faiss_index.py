@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from edge_mm.atomic import atomic_path, write_json
 from edge_mm.errors import BackendError, IndexStoreError, UsageError
-from runtime.retrieval.search import exact_search, merge_topk, prepare_queries, check_k
+from runtime.retrieval.search import check_k, exact_search, merge_topk, prepare_queries
 from runtime.retrieval.store import IndexStore
 
 SIDECAR_FORMAT = 1
@@ -203,7 +203,9 @@ class FaissIndex:
             self.nprobe_wanted = int(nprobe)
         if ef_search is not None:
             if self.kind != "hnsw" or ef_search < 1:
-                raise UsageError(f"ef_search applies to hnsw and must be >= 1 (kind {self.kind}, ef_search {ef_search})")
+                raise UsageError(
+                    f"ef_search applies to hnsw and must be >= 1 (kind {self.kind}, ef_search {ef_search})"
+                )
             self.ef_search = int(ef_search)
         self._apply_search_params()
 

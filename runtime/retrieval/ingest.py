@@ -66,7 +66,9 @@ def _list_images(folder: Path) -> List[Path]:
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / f for f in sorted(files) if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith("."))
+        found.extend(
+            Path(root) / f for f in sorted(files) if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith(".")
+        )
     return found
 
 
@@ -171,8 +173,15 @@ class SalientCropper:
         self.pad = float(pad)
 
     @classmethod
-    def open(cls, artifact: str, backend: str = "auto", precision: str = "auto", threads: Optional[int] = None,
-             threshold: float = 0.5, pad: float = DEFAULT_PAD) -> "SalientCropper":
+    def open(
+        cls,
+        artifact: str,
+        backend: str = "auto",
+        precision: str = "auto",
+        threads: Optional[int] = None,
+        threshold: float = 0.5,
+        pad: float = DEFAULT_PAD,
+    ) -> "SalientCropper":
         from runtime.artifact import Artifact
         from runtime.backends.select import select_backend
         from runtime.saliency import SaliencyModel
@@ -239,8 +248,9 @@ class IngestOptions:
 class Ingest:
     """Walks targets, skips what `store` holds, embeds in batches with `embedder`, commits to `store`."""
 
-    def __init__(self, embedder: ClipEmbedder, store: IndexStore, options: IngestOptions,
-                 say: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, embedder: ClipEmbedder, store: IndexStore, options: IngestOptions, say: Callable[[str], None] = print
+    ) -> None:
         self.embedder = embedder
         self.store = store
         self.options = options
@@ -268,8 +278,15 @@ class Ingest:
                 self._warn(f"{path} is not an image OpenCV can decode; skipped")
                 self.report.unreadable += 1
                 continue
-            yield Sample(image, {"content_hash": content_hash, "path": str(path), "source": "image",
-                                 "extra": {"size": [int(image.shape[1]), int(image.shape[0])]}})
+            yield Sample(
+                image,
+                {
+                    "content_hash": content_hash,
+                    "path": str(path),
+                    "source": "image",
+                    "extra": {"size": [int(image.shape[1]), int(image.shape[0])]},
+                },
+            )
 
     def _video_samples(self, target: Target) -> Iterator[Sample]:
         path = target.path
@@ -308,8 +325,16 @@ class Ingest:
                     self._warn(f"{path}: frame {index} does not decode; skipped")
                     self.report.unreadable += 1
                     continue
-                yield Sample(image, {"content_hash": content_hash, "path": str(path), "frame_time": round(t, 6),
-                                     "source": "video", "extra": {"frame": index}})
+                yield Sample(
+                    image,
+                    {
+                        "content_hash": content_hash,
+                        "path": str(path),
+                        "frame_time": round(t, 6),
+                        "source": "video",
+                        "extra": {"frame": index},
+                    },
+                )
         finally:
             capture.release()
 
@@ -355,7 +380,9 @@ class Ingest:
                     continue
                 item: Dict[str, Any] = {
                     "content_hash": content_hash,
-                    "path": str(target.path) if target.path is not None else str(frame.meta.get("rgb_path") or source.name),
+                    "path": str(target.path)
+                    if target.path is not None
+                    else str(frame.meta.get("rgb_path") or source.name),
                     "frame_time": round(t, 6),
                     "source": "recording" if target.path is not None else ("camera" if kind == "realsense" else kind),
                     "extra": {"frame": frame.index, "timestamp_ms": float(frame.timestamp_ms)},
@@ -368,8 +395,11 @@ class Ingest:
                         continue
                     image = padded_square_crop(frame.color, result.box, cropper.pad)
                     item["box"] = [int(v) for v in result.box]
-                    item["extra"].update(saliency_score=round(float(result.score), 4), crop_pad=cropper.pad,
-                                         frame_size=[int(frame.color.shape[1]), int(frame.color.shape[0])])
+                    item["extra"].update(
+                        saliency_score=round(float(result.score), 4),
+                        crop_pad=cropper.pad,
+                        frame_size=[int(frame.color.shape[1]), int(frame.color.shape[0])],
+                    )
                     if result.depth_m is not None:
                         item["extra"]["depth_m"] = round(float(result.depth_m), 4)
                 yield Sample(image, item)
@@ -389,8 +419,10 @@ class Ingest:
         started = time.perf_counter()
         self.report.targets = [t.text for t in targets]
         if self.options.cropper is not None and not any(t.kind == "source" for t in targets):
-            self.say("note: --saliency applies to RGB-D sources (recording:, realsense, folder:, synthetic:); "
-                     "images and videos are embedded whole")
+            self.say(
+                "note: --saliency applies to RGB-D sources (recording:, realsense, folder:, synthetic:); "
+                "images and videos are embedded whole"
+            )
         try:
             for target in targets:
                 samples = self.samples(target)
@@ -441,4 +473,4 @@ class Ingest:
 
 
 def _short(text: str, limit: int = 32) -> str:
-    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+    return text if len(text) <= limit else "..." + text[-(limit - 3) :]

@@ -27,7 +27,9 @@ def prepare_queries(queries: np.ndarray, dim: int) -> np.ndarray:
     if q.ndim == 1:
         q = q[None, :]
     if q.ndim != 2 or q.shape[1] != dim:
-        raise InputError(f"queries must have shape (Q, {dim}) or ({dim},), got {np.shape(queries)}; embed with the index's model")
+        raise InputError(
+            f"queries must have shape (Q, {dim}) or ({dim},), got {np.shape(queries)}; embed with the index's model"
+        )
     if not np.issubdtype(q.dtype, np.floating):
         raise InputError(f"queries must be floating point, got {q.dtype}")
     q = np.ascontiguousarray(q, dtype=np.float32)
@@ -143,5 +145,7 @@ class ExactIndex:
 
 def recall_at_k(found_ids: np.ndarray, true_ids: np.ndarray, k: int) -> float:
     """Mean fraction of the true top-k ids that an approximate search returned in its top k."""
-    hits = [len(set(f[:k].tolist()) & set(t[:k].tolist())) / min(k, len(t)) for f, t in zip(found_ids, true_ids) if len(t)]
+    hits = [
+        len(set(f[:k].tolist()) & set(t[:k].tolist())) / min(k, len(t)) for f, t in zip(found_ids, true_ids) if len(t)
+    ]
     return float(np.mean(hits)) if hits else 1.0

@@ -165,7 +165,9 @@ class IndexStore:
                 self._create(dim, wanted)
             self._lock = _WriterLock(self.path)
         elif not self.path.exists():
-            raise IndexStoreError(f"no retrieval index at {self.path}; build one first (edge-mm-index add {self.path} ...)")
+            raise IndexStoreError(
+                f"no retrieval index at {self.path}; build one first (edge-mm-index add {self.path} ...)"
+            )
         try:
             self._open(wanted, dim)
         except BaseException:
@@ -224,7 +226,9 @@ class IndexStore:
                 os.rename(tmp, self.path)
             except OSError:
                 if not (self.path / META_FILE).exists():
-                    raise IndexStoreError(f"cannot create index folder {self.path}; check the path and permissions") from None
+                    raise IndexStoreError(
+                        f"cannot create index folder {self.path}; check the path and permissions"
+                    ) from None
             _fsync_dir(self.path.parent)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -257,9 +261,13 @@ class IndexStore:
             fmt = int(info["format"])
             self.dim = int(info["dim"])
             self._info = info
-            self.model_info = ModelInfo(info["model_name"], info["model_spec_digest"], info.get("model_weights_sha256", ""))
+            self.model_info = ModelInfo(
+                info["model_name"], info["model_spec_digest"], info.get("model_weights_sha256", "")
+            )
         except (KeyError, ValueError) as exc:
-            raise IndexStoreError(f"index {self.path} has a damaged info table ({exc!r}); rebuild the index at a new path") from None
+            raise IndexStoreError(
+                f"index {self.path} has a damaged info table ({exc!r}); rebuild the index at a new path"
+            ) from None
         if fmt != FORMAT_VERSION or info.get("embed_dtype") != EMBED_DTYPE:
             raise IndexStoreError(
                 f"index {self.path} has format {fmt} / {info.get('embed_dtype')}, this edge-mm reads format "
@@ -271,11 +279,15 @@ class IndexStore:
                 "use a new index path for the other model"
             )
         if dim is not None and int(dim) != self.dim:
-            raise IndexStoreError(f"index {self.path} holds {self.dim}-d vectors, not {int(dim)}-d; use a new index path")
+            raise IndexStoreError(
+                f"index {self.path} holds {self.dim}-d vectors, not {int(dim)}-d; use a new index path"
+            )
 
         vec_path = self.path / VECTORS_FILE
         if not vec_path.is_file():
-            raise IndexStoreError(f"index {self.path} lacks {VECTORS_FILE}; the index is damaged, rebuild it at a new path")
+            raise IndexStoreError(
+                f"index {self.path} lacks {VECTORS_FILE}; the index is damaged, rebuild it at a new path"
+            )
         self._vec_fd = os.open(vec_path, os.O_RDWR if self.mode == "a" else os.O_RDONLY)
         size = os.fstat(self._vec_fd).st_size
         if size < committed * self.row_bytes:
@@ -335,7 +347,9 @@ class IndexStore:
     def has(self, content_hash: str) -> bool:
         with self._mutex:
             self._check_open()
-            return self._db.execute("SELECT 1 FROM items WHERE content_hash = ?", (content_hash,)).fetchone() is not None
+            return (
+                self._db.execute("SELECT 1 FROM items WHERE content_hash = ?", (content_hash,)).fetchone() is not None
+            )
 
     def ids_for(self, content_hashes: Sequence[str]) -> Dict[str, int]:
         """The ids of those hashes that are indexed."""
@@ -346,7 +360,9 @@ class IndexStore:
             for start in range(0, len(unique), _SQL_CHUNK):
                 part = unique[start : start + _SQL_CHUNK]
                 marks = ",".join("?" * len(part))
-                for h, i in self._db.execute(f"SELECT content_hash, id FROM items WHERE content_hash IN ({marks})", part):
+                for h, i in self._db.execute(
+                    f"SELECT content_hash, id FROM items WHERE content_hash IN ({marks})", part
+                ):
                     found[h] = int(i)
         return found
 
@@ -446,7 +462,9 @@ class IndexStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise IndexStoreError(f"could not commit to index {self.path} ({exc}); check disk space and permissions") from None
+                raise IndexStoreError(
+                    f"could not commit to index {self.path} ({exc}); check disk space and permissions"
+                ) from None
             raise
 
     def _truncate_vectors(self, rows: int) -> None:
@@ -481,7 +499,9 @@ class IndexStore:
 
     def __repr__(self) -> str:
         state = "closed" if self._db is None else f"{len(self)} items"
-        return f"IndexStore({str(self.path)!r}, {self.dim}-d, model={self.model_info.name!r}, mode={self.mode!r}, {state})"
+        return (
+            f"IndexStore({str(self.path)!r}, {self.dim}-d, model={self.model_info.name!r}, mode={self.mode!r}, {state})"
+        )
 
 
 def _check_vectors(vectors: Any, dim: int, count: int) -> np.ndarray:

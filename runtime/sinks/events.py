@@ -44,7 +44,9 @@ class EventsSink(Sink):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "w", encoding="utf-8")
         except OSError as exc:
-            raise UsageError(f"cannot write events to {self.path} ({exc.strerror}); choose another --events file") from None
+            raise UsageError(
+                f"cannot write events to {self.path} ({exc.strerror}); choose another --events file"
+            ) from None
         self.lines = 0
         self._lock = threading.Lock()  # frame events come from render threads, CLIP events from the main loop
 

@@ -152,7 +152,8 @@ def _make_handler(latest: _Latest, stats: Callable[[], Dict[str, Any]], title: s
                     seen = seq
                     self.wfile.write(
                         f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
-                        + jpeg + b"\r\n"
+                        + jpeg
+                        + b"\r\n"
                     )
                     self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
@@ -169,19 +170,28 @@ class MjpegServer(Sink):
 
     name = "mjpeg"
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = 8080, stats: Optional[Callable[[], Dict[str, Any]]] = None,
-                 title: str = "saliency", quality: int = JPEG_QUALITY) -> None:
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = 8080,
+        stats: Optional[Callable[[], Dict[str, Any]]] = None,
+        title: str = "saliency",
+        quality: int = JPEG_QUALITY,
+    ) -> None:
         self.latest = _Latest()
         self.quality = int(quality)
         handler = _make_handler(self.latest, stats or (lambda: {}), title)
         try:
             self.server = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
-            raise UsageError(f"cannot serve on {host}:{port} ({exc.strerror}); choose another --serve port (0 picks a free one)") from None
+            raise UsageError(
+                f"cannot serve on {host}:{port} ({exc.strerror}); choose another --serve port (0 picks a free one)"
+            ) from None
         self.server.daemon_threads = True  # streaming clients must not keep the process alive
         self.host, self.port = self.server.server_address[:2]
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="mjpeg-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.2}, name="mjpeg-server", daemon=True
+        )
         self._thread.start()
         self._closed = False
         self._last_publish = float("-inf")

@@ -40,7 +40,9 @@ def check_video_path(path: Union[str, Path]) -> Path:
     if path.is_dir():
         raise UsageError(f"--out {path} is a folder; give a file name such as {path / 'annotated.mp4'}")
     if path.suffix.lower() not in FOURCC_BY_SUFFIX:
-        raise UsageError(f"--out {path}: write video as .mp4 (mp4v) or .avi (MJPG); {path.suffix or 'no suffix'} is not supported")
+        raise UsageError(
+            f"--out {path}: write video as .mp4 (mp4v) or .avi (MJPG); {path.suffix or 'no suffix'} is not supported"
+        )
     return path
 
 
@@ -62,7 +64,9 @@ class VideoSink(Sink):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"cannot create the folder for {self.path} ({exc.strerror}); choose another --out") from None
+            raise UsageError(
+                f"cannot create the folder for {self.path} ({exc.strerror}); choose another --out"
+            ) from None
         if self.partial.exists():
             self.partial.unlink()  # left by a killed run
 

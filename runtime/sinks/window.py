@@ -31,13 +31,14 @@ def opencv_gui_backend(build_information: Optional[str] = None) -> str:
     if match.group(1):
         return match.group(1).upper()
     # Older builds list the backends on the following lines ("GTK+ 3.x: YES").
-    tail = info[match.end():].splitlines()[1:6]
+    tail = info[match.end() :].splitlines()[1:6]
     yes = [line.split(":")[0].strip() for line in tail if "YES" in line.upper()]
     return yes[0].upper() if yes else "NONE"
 
 
-def gui_support(environ: Optional[dict] = None, build_information: Optional[str] = None,
-                platform: Optional[str] = None) -> Tuple[bool, str]:
+def gui_support(
+    environ: Optional[dict] = None, build_information: Optional[str] = None, platform: Optional[str] = None
+) -> Tuple[bool, str]:
     """(True, '') if a window can be opened here, else (False, why)."""
     env = os.environ if environ is None else environ
     backend = opencv_gui_backend(build_information)

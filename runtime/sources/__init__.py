@@ -53,7 +53,9 @@ def parse_source_uri(uri: str) -> Tuple[str, Dict[str, Any]]:
             raise UsageError(f"--camera {uri}: the synthetic seed must be an integer, e.g. synthetic:3") from None
     if kind in ("recording", "folder"):
         if not arg:
-            raise UsageError(f"--camera {uri}: give a path, e.g. {kind}:{'run.db3' if kind == 'recording' else 'data/NJU2K'}")
+            raise UsageError(
+                f"--camera {uri}: give a path, e.g. {kind}:{'run.db3' if kind == 'recording' else 'data/NJU2K'}"
+            )
         return kind, ({"path": arg} if kind == "recording" else {"root": arg})
     path = Path(text)
     if path.suffix.lower() in (".bag", ".db3"):

@@ -35,7 +35,9 @@ def check_record_path(record: Optional[str]) -> Optional[Path]:
         return None
     path = Path(record)
     if path.suffix.lower() != ".db3":
-        raise UsageError(f"--record {record}: RealSense recordings are written as .db3 (librealsense 2.58+); name it {path.with_suffix('.db3').name}")
+        raise UsageError(
+            f"--record {record}: RealSense recordings are written as .db3 (librealsense 2.58+); name it {path.with_suffix('.db3').name}"
+        )
     if path.is_dir():
         raise UsageError(f"--record {record} is a folder; give a file name ending in .db3")
     return path
@@ -67,7 +69,9 @@ def visible_realsense_usb_devices(sysfs: str = "/sys/bus/usb/devices") -> List[s
 
 def _is_permission_problem(text: str) -> bool:
     text = text.lower()
-    return any(k in text for k in ("permission denied", "errno 13", "udev", "access denied", "insufficient permissions"))
+    return any(
+        k in text for k in ("permission denied", "errno 13", "udev", "access denied", "insufficient permissions")
+    )
 
 
 class RealSenseSource(Source):
@@ -143,7 +147,9 @@ class RealSenseSource(Source):
             if _is_permission_problem(str(exc)):
                 raise CameraError(f"cannot access the RealSense camera ({exc}); {UDEV_HINT}") from exc
             raise CameraError(f"cannot list RealSense cameras ({exc}); replug the camera") from exc
-        serials = [d.get_info(rs.camera_info.serial_number) for d in devices if d.supports(rs.camera_info.serial_number)]
+        serials = [
+            d.get_info(rs.camera_info.serial_number) for d in devices if d.supports(rs.camera_info.serial_number)
+        ]
         if not serials:
             seen = visible_realsense_usb_devices()
             if seen:
@@ -184,7 +190,9 @@ class RealSenseSource(Source):
         if device.supports(rs.camera_info.usb_type_descriptor):
             usb = device.get_info(rs.camera_info.usb_type_descriptor)
             if usb.startswith("2"):
-                log.warning("RealSense %s is on USB %s; use a USB 3 port and cable for full frame rates", self.serial, usb)
+                log.warning(
+                    "RealSense %s is on USB %s; use a USB 3 port and cable for full frame rates", self.serial, usb
+                )
         del profile, device  # the recorder (if any) is finalised only when every device reference is gone
         self._last_number = None
 
@@ -253,8 +261,12 @@ class RealSenseSource(Source):
             if self._last_number is not None and number > self._last_number + 1:
                 self.frame_number_gaps += number - self._last_number - 1
             self._last_number = number
-            meta.update(source="realsense", serial=self.serial, reconnects=self.reconnects,
-                        frame_number_gaps=self.frame_number_gaps)
+            meta.update(
+                source="realsense",
+                serial=self.serial,
+                reconnects=self.reconnects,
+                frame_number_gaps=self.frame_number_gaps,
+            )
             return Frame(bgr, depth_m, timestamp_ms, capture_time, meta=meta)
         return None
 
@@ -267,7 +279,11 @@ class RealSenseSource(Source):
         ):
             log.warning(
                 "RealSense %s stopped delivering frames (%s); reconnect attempt %d/%d in %.1f s",
-                self.serial, last, attempt, self.reconnect_attempts, delay,
+                self.serial,
+                last,
+                attempt,
+                self.reconnect_attempts,
+                delay,
             )
             if self._interrupted.wait(delay):
                 return False

@@ -95,7 +95,9 @@ class RecordingSource(Source):
             profiles = [p for sensor in device.query_sensors() for p in sensor.get_stream_profiles()]
             kinds = {p.stream_type() for p in profiles}
             self.streams = describe_streams(profiles)
-            missing = [name for name, kind in (("depth", rs.stream.depth), ("colour", rs.stream.color)) if kind not in kinds]
+            missing = [
+                name for name, kind in (("depth", rs.stream.depth), ("colour", rs.stream.color)) if kind not in kinds
+            ]
             if missing:
                 raise SourceError(
                     f"recording {self.path} has no {' or '.join(missing)} stream (it has: {self.streams}); "
@@ -186,9 +188,7 @@ class RecordingSource(Source):
             # In non-real-time mode the player finishes each callback (which queues the frameset
             # for us) before it moves on, so once it reports stopped everything it sent is
             # already queued: a short drain wait is enough to tell the end of the file.
-            stopped = (
-                self._playback.current_status() == rs.playback_status.stopped and not self._resumer.is_alive()
-            )
+            stopped = self._playback.current_status() == rs.playback_status.stopped and not self._resumer.is_alive()
             ok, frameset = self._pipe.try_wait_for_frames(EOF_DRAIN_MS if stopped else self.poll_timeout_ms)
             if ok:
                 return frameset

@@ -4,6 +4,8 @@ the post-processing filter chain, and turning an SDK frameset into owned numpy a
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -20,6 +22,7 @@ def import_pyrealsense2() -> Any:
     global _rs
     if _rs is None:
         try:
+            _load_libusb()
             import pyrealsense2 as rs
         except (ImportError, OSError) as exc:
             raise camera_import_error(exc) from exc
@@ -27,12 +30,31 @@ def import_pyrealsense2() -> Any:
     return _rs
 
 
+def _load_libusb() -> None:
+    """Make libusb-1.0 loadable for pyrealsense2 without a system package.
+
+    pyrealsense2's library links against libusb-1.0.so.0 even for file playback. Where the system has
+    none, the `libusb-package` wheel ships one; loading it RTLD_GLOBAL first lets the dynamic linker
+    resolve pyrealsense2's dependency against it.
+    """
+    if ctypes.util.find_library("usb-1.0"):
+        return
+    try:
+        import libusb_package
+    except ImportError:
+        return  # the import below fails with the libusb message and its fix
+    path = libusb_package.get_library_path()
+    if path is not None:
+        ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+
+
 def camera_import_error(exc: BaseException) -> CameraError:
     """The CameraError for a failed `import pyrealsense2` (separate so its wording is testable)."""
     text = str(exc)
     if "libusb" in text:
         return CameraError(
-            f"pyrealsense2 cannot load libusb ({text}); install it with `sudo apt-get install libusb-1.0-0`"
+            f"pyrealsense2 cannot load libusb ({text}); install it with `pip install libusb-package` "
+            "(or `sudo apt-get install libusb-1.0-0`)"
         )
     if isinstance(exc, ModuleNotFoundError) and getattr(exc, "name", None) in ("pyrealsense2", None):
         return CameraError(

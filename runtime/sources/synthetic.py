@@ -81,6 +81,9 @@ class SyntheticSource(Source):
         }
         period_ms = 1000.0 / (self.fps or 30.0)
         return Frame(
-            np.ascontiguousarray(scene.bgr), scene.depth_m.astype(np.float32, copy=False), index * period_ms,
-            capture_time, meta=meta,
+            np.ascontiguousarray(scene.bgr),
+            scene.depth_m.astype(np.float32, copy=False),
+            index * period_ms,
+            capture_time,
+            meta=meta,
         )
