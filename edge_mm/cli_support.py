@@ -1,9 +1,11 @@
-"""What every edge-mm command line shares: one-line errors with exit code 2 (torch-free)."""
+"""What every edge-mm command line shares: one-line errors with exit code 2, subcommand parsers (torch-free)."""
 
+import argparse
+import importlib
 import sys
 from typing import Callable, Optional, Sequence
 
-from edge_mm.errors import EdgeMMError
+from edge_mm.errors import EdgeMMError, UsageError
 
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> int:
@@ -25,3 +27,23 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Seque
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+class UsageErrorParser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so errors are one line with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message}; see {self.prog} --help")
+
+
+def build_subcommand_parser(prog: str, description: str, subcommands) -> argparse.ArgumentParser:
+    """A parser with one subcommand per model: {name: (module, help)}; each module adds its own options
+    with add_arguments(parser) and runs with run(args) (the chosen module is args._module)."""
+    parser = UsageErrorParser(prog=prog, description=description)
+    sub = parser.add_subparsers(dest="model", metavar="MODEL", parser_class=UsageErrorParser)
+    sub.required = True
+    for name, (module, help_text) in subcommands.items():
+        child = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(child)
+        child.set_defaults(_module=module)
+    return parser

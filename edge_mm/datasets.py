@@ -81,13 +81,22 @@ def read_image(path: Union[str, Path], flags: int) -> np.ndarray:
     return image
 
 
-def _depth_to_single_channel(raw: np.ndarray, path: Path) -> np.ndarray:
-    if raw.ndim == 3:
-        # Some releases store depth as colour JPEG/BMP with equal channels.
-        if raw.dtype != np.uint8:
-            return np.ascontiguousarray(raw[..., 0])
-        code = cv2.COLOR_BGRA2GRAY if raw.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        return cv2.cvtColor(raw, code)
+def depth_to_single_channel(raw: np.ndarray, path: Union[str, Path]) -> np.ndarray:
+    """A depth image as read from disk (cv2.IMREAD_UNCHANGED) -> one channel: the one rule for every reader.
+
+    Some releases store depth as a colour JPEG/BMP/PNG with three (or four) equal channels. Those
+    become grey with ITU-R 601 luma weights (cv2.COLOR_BGR2GRAY), which is what the official CDINet
+    loader's PIL `convert("L")` does, and which returns the value itself when the channels are equal.
+    Training, evaluation, calibration and the runtime's folder source all read depth through here.
+    """
+    if raw.ndim == 3 and raw.shape[2] == 1:
+        return np.ascontiguousarray(raw[..., 0])
+    if raw.ndim == 3 and raw.shape[2] in (3, 4):
+        if raw.dtype not in (np.uint8, np.uint16, np.float32):
+            raise DatasetError(
+                f"depth image {path} has {raw.shape[2]} channels of {raw.dtype}; store depth as one channel"
+            )
+        return cv2.cvtColor(raw, cv2.COLOR_BGRA2GRAY if raw.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
     if raw.ndim != 2:
         raise DatasetError(f"depth image {path} has shape {raw.shape}; store depth as a single-channel image")
     return raw
@@ -172,7 +181,7 @@ class RgbdFolderDataset:
         each at its file's own resolution."""
         paths = self.paths(index)
         bgr = read_image(paths[RGB_DIR], cv2.IMREAD_COLOR)
-        raw_depth = _depth_to_single_channel(read_image(paths[DEPTH_DIR], cv2.IMREAD_UNCHANGED), paths[DEPTH_DIR])
+        raw_depth = depth_to_single_channel(read_image(paths[DEPTH_DIR], cv2.IMREAD_UNCHANGED), paths[DEPTH_DIR])
         if raw_depth.dtype.kind == "f":  # float TIFF: metres
             depth_unit = depth_to_unit(np.nan_to_num(raw_depth, nan=0.0, posinf=0.0).clip(0, None), self.spec)
         elif raw_depth.dtype in (np.uint8, np.uint16):

@@ -14,8 +14,16 @@ import sys
 import pytest
 from support import ROOT
 
-# The workstation side of the edge_mm package: models, weight loading, training, evaluation (torch).
-WORKSTATION = ("edge_mm.cdinet", "edge_mm.clip.model", "edge_mm.clip.weights", "edge_mm.train", "edge_mm.evaluate")
+# The workstation side of the edge_mm package: the training checkpoint format, models, weight loading,
+# training, evaluation (torch).
+WORKSTATION = (
+    "edge_mm.checkpoint",
+    "edge_mm.cdinet",
+    "edge_mm.clip.model",
+    "edge_mm.clip.weights",
+    "edge_mm.train",
+    "edge_mm.evaluate",
+)
 # What no device-side module may load.
 FORBIDDEN = ("torch", "torchvision", "export", "calib", "onnx")
 

@@ -13,15 +13,15 @@ import pytest
 import torch
 
 from edge_mm.cdinet.model import build
+from edge_mm.checkpoint import make_checkpoint, save_checkpoint
 from edge_mm.datasets import write_synthetic_folder
 from edge_mm.errors import InputError, WeightsError
 from edge_mm.evaluate.cdinet import evaluate_model, load_cdinet
 from edge_mm.evaluate.cli import main as eval_main
 from edge_mm.evaluate.metrics import QuickMetrics, SodMetrics, mae, s_measure, sod_metrics
-from edge_mm.evaluate.sources import FolderSource, SyntheticSource, open_folder
+from edge_mm.evaluate.samples import FolderSamples, SyntheticSamples, open_folder
 from edge_mm.registry import DEMO_WEIGHTS
 from edge_mm.rgbd import IMAGENET_MEAN, IMAGENET_STD, RgbdPreprocess
-from edge_mm.train.common import make_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)
 
@@ -126,7 +126,7 @@ def _mask_folder(root: Path, sizes):
 def test_official_pipeline_with_an_oracle_model_is_perfect_and_writes_gt_sized_pngs(tmp_path):
     spec = RgbdPreprocess(size=(64, 64))
     root = _mask_folder(tmp_path / "masks", [(64, 64), (64, 64), (64, 64)])
-    source = FolderSource(open_folder(root, spec))
+    source = FolderSamples(open_folder(root, spec))
     results = evaluate_model(GrayIsSaliency(), source, spec, SodMetrics(), batch_size=2, pred_dir=None, progress=False)
     assert results["count"] == 3 and results["mae"] == 0.0 and results["s_measure"] == pytest.approx(1.0)
 
@@ -134,7 +134,7 @@ def test_official_pipeline_with_an_oracle_model_is_perfect_and_writes_gt_sized_p
     root = _mask_folder(tmp_path / "sizes", [(80, 96), (50, 70)])
     pred_dir = tmp_path / "pred"
     pred_dir.mkdir()
-    source = FolderSource(open_folder(root, spec))
+    source = FolderSamples(open_folder(root, spec))
     results = evaluate_model(
         GrayIsSaliency(), source, spec, SodMetrics(), batch_size=4, pred_dir=pred_dir, progress=False
     )
@@ -245,7 +245,7 @@ def test_demo_weights_load_strictly_and_reproduce_the_recorded_test_mae():
     assert set(state) == set(build("cdinet-s").state_dict())
 
     check = record["regression_check"]
-    source = SyntheticSource(check["seed"], check["count"], loaded.spec, scene_size=tuple(check["scene_size"]))
+    source = SyntheticSamples(check["seed"], check["count"], loaded.spec, scene_size=tuple(check["scene_size"]))
     results = evaluate_model(loaded.model, source, loaded.spec, SodMetrics(), batch_size=8, progress=False)
     assert results["mae"] == pytest.approx(check["mae"], abs=2e-3)
     assert results["s_measure"] == pytest.approx(check["s_measure"], abs=2e-3)

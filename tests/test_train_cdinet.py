@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from edge_mm.checkpoint import read_checkpoint_file
 from edge_mm.errors import UsageError
 from edge_mm.train.cdinet import TrainConfig, official_lr_factor, train
 from edge_mm.train.cli import main as train_main
-from edge_mm.train.common import BEST, LAST, METRICS, clamp_gradients, read_checkpoint_file
+from edge_mm.train.common import BEST, LAST, METRICS, clamp_gradients
 from edge_mm.train.data import official_augment
 
 TINY = dict(

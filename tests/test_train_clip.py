@@ -10,19 +10,20 @@ import numpy as np
 import pytest
 import torch
 
+from edge_mm.checkpoint import read_checkpoint_file
+from edge_mm.clip.model import build_scratch_model
 from edge_mm.clip.tokenizer import tokenize
+from edge_mm.clip.weights import save_plain_weights
 from edge_mm.errors import DatasetError, UsageError
 from edge_mm.synthetic import COLOURS, SHAPES, SceneGenerator
 from edge_mm.train.clip import (
     PLAIN_WEIGHTS,
     TrainConfig,
-    build_scratch_model,
     clamp_logit_scale,
     contrastive_loss,
     encode_text_trimmed,
     lr_factor,
     make_optimizers,
-    save_plain_weights,
     train,
 )
 from edge_mm.train.clip_data import (
@@ -35,7 +36,7 @@ from edge_mm.train.clip_data import (
     split_pairs,
 )
 from edge_mm.train.clip_eval import chance_recall, recall_at_k, retrieval_metrics
-from edge_mm.train.common import BEST, LAST, METRICS, read_checkpoint_file
+from edge_mm.train.common import BEST, LAST, METRICS
 
 TINY = dict(
     config="tiny",

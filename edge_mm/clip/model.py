@@ -457,3 +457,46 @@ def build_model(state_dict: Mapping[str, torch.Tensor]) -> CLIP:
     check_state_dict(model, state_dict)
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.float().eval()
+
+
+# --------------------------------------------------------------------------- from-scratch shapes
+
+CONTEXT_LENGTH = 77  # the tokenizer, the exported text graph and the runtime all assume 77
+
+# Small CLIPs trained from scratch. Head width is 64 (CLIP's rule; build_model infers heads = width // 64).
+SCRATCH_CONFIGS: Dict[str, Dict[str, int]] = {
+    # seconds on a CPU: for tests and smoke runs
+    "tiny": dict(
+        embed_dim=64,
+        image_resolution=32,
+        vision_layers=1,
+        vision_width=64,
+        vision_patch_size=8,
+        transformer_width=64,
+        transformer_layers=1,
+    ),
+    # the demo model (edge_mm/weights/clip-demo.pt): 64 px input, 8 px patches
+    "small": dict(
+        embed_dim=128,
+        image_resolution=64,
+        vision_layers=4,
+        vision_width=128,
+        vision_patch_size=8,
+        transformer_width=128,
+        transformer_layers=3,
+    ),
+}
+
+
+def build_scratch_model(name: str, seed: int) -> CLIP:
+    """A CLIP of SCRATCH_CONFIGS[name] with OpenAI's initialisation, seeded by `seed`."""
+    from edge_mm.clip.tokenizer import VOCAB_SIZE
+
+    torch.manual_seed(seed)
+    shape = SCRATCH_CONFIGS[name]
+    return CLIP(
+        context_length=CONTEXT_LENGTH,
+        vocab_size=VOCAB_SIZE,
+        transformer_heads=shape["transformer_width"] // 64,
+        **shape,
+    )

@@ -198,3 +198,27 @@ def load(
     model.source_path = str(path)
     model.source_sha256 = sha256 or file_sha256(path)
     return model, ClipPreprocess.for_resolution(model.image_resolution)
+
+
+def save_plain_weights(model: CLIP, path: Union[str, Path]) -> Path:
+    """The model's OpenAI-named state dict alone (fp32), as `load` reads it; written atomically."""
+    from edge_mm.atomic import atomic_path
+
+    state = {k: v.detach().to("cpu", torch.float32).clone().contiguous() for k, v in model.state_dict().items()}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def initial_model(config: str, init: Optional[str], seed: int) -> CLIP:
+    """The CLIP a training run starts from: `init` (a published name or a state-dict file, loaded
+    strictly) or, without it, SCRATCH_CONFIGS[config] initialised from `seed`."""
+    from edge_mm.clip.model import CONTEXT_LENGTH, build_scratch_model
+
+    if init is None:
+        return build_scratch_model(config, seed)
+    model, _ = load(init)
+    if model.context_length != CONTEXT_LENGTH:
+        raise WeightsError(f"--init {init} has context length {model.context_length}; edge-mm needs {CONTEXT_LENGTH}")
+    return model

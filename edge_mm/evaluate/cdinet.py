@@ -4,19 +4,14 @@ Pipeline (research: cdinet.md 2.5): preprocess to the spec size, run, resize the
 GT size (bilinear, align_corners=False), sigmoid, per-image min-max, x255 -> uint8 PNG; the
 metrics are computed on those uint8 maps against the GT, as the community scripts do.
 
-Weights (`--weights`):
-    cdinet-s (or omitted)   the demo weights shipped in edge_mm/weights (their JSON gives the spec)
-    PATH                    the authors' CDINet.pth (any state dict of CDINet keys; --variant
-                            gives its width, default cdinet), or an edge-mm-train checkpoint
-                            (best.pth / last.pth: variant and spec are read from it)
-    random                  an untrained model, initialised as training starts (--seed)
+Weights (`--weights`): the demo cdinet-s (default), an official state dict or an edge-mm-train
+checkpoint, or `random`; edge_mm.cdinet.checkpoint.load_cdinet resolves them.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -26,100 +21,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edge_mm.atomic import atomic_dir
-from edge_mm.errors import UsageError, WeightsError
+from edge_mm.atomic import atomic_dir, write_json
+from edge_mm.cdinet.checkpoint import LoadedCdinet, load_cdinet
+from edge_mm.errors import UsageError
 from edge_mm.evaluate.metrics import QuickMetrics, SodMetrics
-from edge_mm.evaluate.sources import SYNTHETIC, FolderSource, SyntheticSource, open_folder, parse_data_arg
-from edge_mm.registry import DEMO_WEIGHTS
+from edge_mm.evaluate.samples import SYNTHETIC, FolderSamples, SyntheticSamples, open_folder, parse_data_arg
 from edge_mm.rgbd import RgbdPreprocess, postprocess_saliency_official, preprocess_depth, preprocess_rgb
 
 DEFAULT_TEST_SEED = 3  # synthetic test scenes; edge-mm-train uses seeds 1 (train) and 2 (validation)
 PIPELINE = "official: resize to spec size, logits -> bilinear (align_corners=False) to GT size, sigmoid, per-image min-max, x255 uint8"
-
-
-@dataclasses.dataclass
-class LoadedCdinet:
-    """A CDINet in eval mode with the preprocessing its weights were trained with."""
-
-    model: torch.nn.Module
-    spec: RgbdPreprocess
-    variant: str
-    kind: str  # "demo", "checkpoint", "state-dict" (official format) or "random"
-    weights: Optional[str]
-
-    def describe(self) -> Dict[str, Any]:
-        return {"variant": self.variant, "weights_kind": self.kind, "weights": self.weights}
-
-
-def _variant_width(variant: str) -> float:
-    from edge_mm.cdinet.model import VARIANTS
-
-    if variant not in VARIANTS:
-        raise UsageError(f"unknown CDINet variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    return VARIANTS[variant]
-
-
-def _sidecar_spec(weights_path: Path) -> Optional[RgbdPreprocess]:
-    """The spec recorded in `<weights>.json` beside a plain state dict (the demo weights have one)."""
-    sidecar = weights_path.with_suffix(".json")
-    if not sidecar.is_file():
-        return None
-    try:
-        data = json.loads(sidecar.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise WeightsError(
-            f"cannot read {sidecar} ({exc}); restore it or delete it to use the default preprocessing"
-        ) from None
-    if not isinstance(data, dict) or "preprocess" not in data:
-        return None
-    return RgbdPreprocess.from_dict(data["preprocess"])
-
-
-def load_cdinet(weights: Optional[str], variant: Optional[str] = None, seed: int = 0) -> LoadedCdinet:
-    """Resolve --weights / --variant to a model and its preprocessing spec (see the module doc)."""
-    from edge_mm.cdinet.weights import from_official
-    from edge_mm.train.common import checkpoint_meta, is_training_checkpoint, read_checkpoint_file
-
-    if weights is None or (weights in DEMO_WEIGHTS and not Path(weights).exists()):
-        name = weights or variant or "cdinet-s"
-        if variant is not None and variant != name:
-            raise UsageError(f"--variant {variant} does not match the demo weights {name}; drop one of them")
-        path = DEMO_WEIGHTS.get(name)
-        if path is None or not name.startswith("cdinet"):
-            raise UsageError(f"no demo weights for {name!r}; pass --weights PATH (demo CDINet weights: cdinet-s)")
-        if not path.is_file():
-            raise WeightsError(f"the demo weights {path} are missing; reinstall edge-mm or pass --weights PATH")
-        model = from_official(str(path), width=_variant_width(name))
-        return LoadedCdinet(model, _sidecar_spec(path) or RgbdPreprocess(), name, "demo", str(path))
-
-    if weights == "random":
-        from edge_mm.train.cdinet import initial_model
-
-        name = variant or "cdinet-s"
-        model = initial_model(name, seed=seed).eval()
-        return LoadedCdinet(model, RgbdPreprocess(), name, "random", None)
-
-    path = Path(weights)
-    data = read_checkpoint_file(path)
-    if is_training_checkpoint(data):
-        meta = checkpoint_meta(data, str(path))
-        trained_variant = meta.get("variant")
-        if variant is not None and variant != trained_variant:
-            raise UsageError(f"{path} was trained as {trained_variant}, not --variant {variant}; drop --variant")
-        model = from_official(data["model"], width=_variant_width(str(trained_variant)))
-        try:
-            spec = RgbdPreprocess.from_dict(meta["preprocess"])
-        except KeyError:
-            raise WeightsError(f"{path} records no preprocessing spec; it is damaged, use another checkpoint") from None
-        return LoadedCdinet(model, spec, str(trained_variant), "checkpoint", str(path))
-
-    name = variant or "cdinet"
-    try:
-        model = from_official(data, width=_variant_width(name))
-    except WeightsError as exc:
-        # the message names the file rather than "the given state dict"
-        raise WeightsError(str(exc).replace("the given state dict", str(path), 1)) from None
-    return LoadedCdinet(model, _sidecar_spec(path) or RgbdPreprocess(), name, "state-dict", str(path))
 
 
 def with_size(spec: RgbdPreprocess, size: Optional[int]) -> RgbdPreprocess:
@@ -129,7 +39,8 @@ def with_size(spec: RgbdPreprocess, size: Optional[int]) -> RgbdPreprocess:
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, rgb: np.ndarray, depth: np.ndarray) -> np.ndarray:
     """(N,3,H,W) and (N,1,H,W) float32 arrays -> (N,1,H,W) float32 logits."""
-    return model(torch.from_numpy(rgb), torch.from_numpy(depth)).float().numpy()
+    device = next(model.parameters(), torch.empty(0)).device  # a model trained on a GPU is validated there
+    return model(torch.from_numpy(rgb).to(device), torch.from_numpy(depth).to(device)).float().cpu().numpy()
 
 
 def to_saliency_png(logits: np.ndarray, gt_size) -> np.ndarray:
@@ -140,7 +51,7 @@ def to_saliency_png(logits: np.ndarray, gt_size) -> np.ndarray:
 
 def evaluate_model(
     model: torch.nn.Module,
-    source,
+    samples,
     spec: RgbdPreprocess,
     metrics,
     batch_size: int = 4,
@@ -148,7 +59,7 @@ def evaluate_model(
     progress: bool = True,
     desc: str = "eval",
 ) -> Dict[str, Any]:
-    """Run `model` over every sample of `source`; metrics.step(pred_u8, gt_u8) per image.
+    """Run `model` over every sample of `samples`; metrics.step(pred_u8, gt_u8) per image.
 
     Predictions are written as <pred_dir>/<name>.png when pred_dir is given. Returns metrics.results().
     """
@@ -157,10 +68,10 @@ def evaluate_model(
     was_training = model.training
     model.eval()
     try:
-        bar = tqdm(total=len(source), desc=desc, unit="img", disable=None if progress else True, leave=False)
-        for first in range(0, len(source), batch_size):
-            indices = range(first, min(first + batch_size, len(source)))
-            raws = [source.read_raw(i) for i in indices]
+        bar = tqdm(total=len(samples), desc=desc, unit="img", disable=None if progress else True, leave=False)
+        for first in range(0, len(samples), batch_size):
+            indices = range(first, min(first + batch_size, len(samples)))
+            raws = [samples.read_raw(i) for i in indices]
             rgb = np.stack([preprocess_rgb(bgr, spec) for bgr, _, _ in raws])
             depth = np.stack([preprocess_depth(unit, spec) for _, unit, _ in raws])
             logits = predict_logits(model, rgb, depth)
@@ -170,8 +81,8 @@ def evaluate_model(
                 if pred_dir is not None:
                     ok, data = cv2.imencode(".png", pred)
                     if not ok:
-                        raise UsageError(f"OpenCV could not encode the prediction for {source.name(index)}")
-                    data.tofile(str(pred_dir / f"{source.name(index)}.png"))
+                        raise UsageError(f"OpenCV could not encode the prediction for {samples.name(index)}")
+                    data.tofile(str(pred_dir / f"{samples.name(index)}.png"))
             bar.update(len(indices))
         bar.close()
     finally:
@@ -220,40 +131,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_mm.train.common import set_threads, write_json
-
-    set_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
     data = parse_data_arg(args.data)
     loaded = load_cdinet(args.weights, args.variant, seed=args.seed)
     spec = with_size(loaded.spec, args.size)
     if data.kind == SYNTHETIC:
         seed = DEFAULT_TEST_SEED if data.seed is None else data.seed
-        source = SyntheticSource(seed, args.count, spec, scene_size=tuple(args.scene_size))
+        samples = SyntheticSamples(seed, args.count, spec, scene_size=tuple(args.scene_size))
     else:
-        source = FolderSource(open_folder(data.path, spec, depth_near_is_bright=not args.depth_far_is_bright))
+        samples = FolderSamples(open_folder(data.path, spec, depth_near_is_bright=not args.depth_far_is_bright))
 
     metrics = SodMetrics(weighted_f=args.weighted_f)
     start = time.perf_counter()
     if args.out is not None:
         with atomic_dir(Path(args.out) / "pred") as pred_dir:
-            results = evaluate_model(loaded.model, source, spec, metrics, args.batch_size, pred_dir, not args.quiet)
+            results = evaluate_model(loaded.model, samples, spec, metrics, args.batch_size, pred_dir, not args.quiet)
     else:
-        results = evaluate_model(loaded.model, source, spec, metrics, args.batch_size, None, not args.quiet)
+        results = evaluate_model(loaded.model, samples, spec, metrics, args.batch_size, None, not args.quiet)
     seconds = time.perf_counter() - start
 
     report = {
         "model": loaded.describe(),
-        "data": source.describe(),
+        "data": samples.describe(),
         "preprocess": spec.to_dict(),
         "pipeline": PIPELINE,
         "metrics": results,
         "seconds": round(seconds, 2),
     }
     if args.out is not None:
-        write_json(Path(args.out) / "metrics.json", report)
+        write_json(Path(args.out) / "metrics.json", report, indent=2, sort_keys=True)
     names = ("s_measure", "max_f", "mean_f", "max_e", "mean_e", "mae") + (("weighted_f",) if args.weighted_f else ())
     print(
-        f"{loaded.variant} ({loaded.kind}) on {source.describe()['kind']} x{results['count']}: "
+        f"{loaded.variant} ({loaded.kind}) on {samples.describe()['kind']} x{results['count']}: "
         + "  ".join(f"{n}={results[n]:.4f}" for n in names)
     )
     if args.out is not None:

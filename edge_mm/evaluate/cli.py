@@ -5,8 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Optional, Sequence
 
-from edge_mm.cli_support import run_cli
-from edge_mm.train.cli import build_parser
+from edge_mm.cli_support import build_subcommand_parser, run_cli
 
 SUBCOMMANDS = {
     "cdinet": ("edge_mm.evaluate.cdinet", "evaluate CDINet with the official test pipeline and PySODMetrics"),
@@ -14,7 +13,7 @@ SUBCOMMANDS = {
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    args = build_parser("edge-mm-eval", __doc__.splitlines()[0], SUBCOMMANDS).parse_args(argv)
+    args = build_subcommand_parser("edge-mm-eval", __doc__.splitlines()[0], SUBCOMMANDS).parse_args(argv)
     return importlib.import_module(args._module).run(args)
 
 

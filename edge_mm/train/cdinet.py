@@ -14,55 +14,40 @@ Differences that are choices, not accidents:
 
 Output folder: last.pth (model, optimizer, scheduler, epoch, RNG state, best so far), best.pth
 (model + metadata), metrics.json (config, spec, per-epoch history). `--resume` continues
-from last.pth at the next epoch with the recorded settings.
+from last.pth at the next epoch with the recorded settings, on any number of processes.
+
+The loop is edge_mm.train.loop (shared with CLIP); CdinetTask below keeps what is CDINet's. The
+initial model is edge_mm.cdinet.checkpoint.initial_model, the checkpoint format edge_mm.checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from edge_mm.errors import UsageError, WeightsError
+from edge_mm.cdinet.checkpoint import initial_model
+from edge_mm.errors import UsageError
 from edge_mm.evaluate.cdinet import evaluate_model
 from edge_mm.evaluate.metrics import QuickMetrics
-from edge_mm.evaluate.sources import (
+from edge_mm.evaluate.samples import (
     SYNTHETIC,
-    FolderSource,
-    SyntheticSource,
+    FolderSamples,
+    SyntheticSamples,
     open_folder,
     parse_data_arg,
     split_indices,
 )
 from edge_mm.rgbd import RgbdPreprocess
-from edge_mm.train.common import (
-    BEST,
-    LAST,
-    METRICS,
-    TrainingError,
-    checkpoint_meta,
-    clamp_gradients,
-    epoch_generator,
-    is_training_checkpoint,
-    make_checkpoint,
-    read_checkpoint_file,
-    restore_rng_state,
-    save_checkpoint,
-    seed_everything,
-    set_threads,
-    worker_init,
-    write_json,
-)
+from edge_mm.train.common import BEST, clamp_gradients
 from edge_mm.train.data import RgbdTrainingSet
+from edge_mm.train.loop import Task, print_flushed
+from edge_mm.train.loop import train as run_training
 
 MODEL_KIND = "cdinet"
 DEFAULT_TRAIN_SEED, DEFAULT_VAL_SEED = 1, 2  # synthetic scene seeds: disjoint scene sets
@@ -139,29 +124,7 @@ class TrainConfig:
         return {k: data[k] for k in RECIPE_KEYS}
 
 
-# --------------------------------------------------------------------------- model
-
-
-def he_initialise(model: nn.Module) -> nn.Module:
-    """Kaiming-normal (fan_out, ReLU) convolutions with zero biases, as torchvision initialises VGG."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-    return model
-
-
-def initial_model(variant: str, seed: int, vgg16: Optional[str] = None) -> nn.Module:
-    """The model a run starts from: seeded He init, then ImageNet VGG16 streams if a file is given."""
-    from edge_mm.cdinet.model import build
-    from edge_mm.cdinet.weights import load_vgg16_imagenet
-
-    seed_everything(seed)
-    model = he_initialise(build(variant))
-    if vgg16:
-        load_vgg16_imagenet(model, vgg16)
-    return model
+# --------------------------------------------------------------------------- recipe
 
 
 def official_lr_factor(step: int, gamma: float):
@@ -173,13 +136,13 @@ def official_lr_factor(step: int, gamma: float):
 
 
 def build_sources(config: TrainConfig, spec: RgbdPreprocess):
-    """(train source, validation source, description) for the config's --data / --val-data."""
+    """(train samples, validation samples) for the config's --data / --val-data."""
     data = parse_data_arg(config.data)
     if data.kind == SYNTHETIC:
         seed = config.train_seed if data.seed is None else data.seed
-        train = SyntheticSource(seed, config.train_count, spec, scene_size=tuple(config.scene_size))
+        train = SyntheticSamples(seed, config.train_count, spec, scene_size=tuple(config.scene_size))
         if config.val_data is None:
-            val = SyntheticSource(config.val_seed, config.val_count, spec, scene_size=tuple(config.scene_size))
+            val = SyntheticSamples(config.val_seed, config.val_count, spec, scene_size=tuple(config.scene_size))
             if val.seed == train.seed:
                 raise UsageError(f"training and validation both use synthetic seed {seed}; choose another --val-seed")
             return train, val
@@ -187,180 +150,140 @@ def build_sources(config: TrainConfig, spec: RgbdPreprocess):
         dataset = open_folder(data.path, spec, config.depth_near_is_bright)
         if config.val_data is None:
             train_idx, val_idx = split_indices(len(dataset), config.val_fraction, config.seed)
-            return FolderSource(dataset, train_idx), FolderSource(dataset, val_idx)
-        train = FolderSource(dataset)
+            return FolderSamples(dataset, train_idx), FolderSamples(dataset, val_idx)
+        train = FolderSamples(dataset)
     val_arg = parse_data_arg(config.val_data)
     if val_arg.kind == SYNTHETIC:
-        val = SyntheticSource(
+        val = SyntheticSamples(
             config.val_seed if val_arg.seed is None else val_arg.seed, config.val_count, spec, tuple(config.scene_size)
         )
     else:
-        val = FolderSource(open_folder(val_arg.path, spec, config.depth_near_is_bright))
+        val = FolderSamples(open_folder(val_arg.path, spec, config.depth_near_is_bright))
     return train, val
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- what CDINet adds to the loop
 
 
-def _progress(enabled: bool) -> Optional[bool]:
-    return None if enabled else True  # tqdm: None = show on a terminal only
+class CdinetTask(Task):
+    """The authors' recipe: Adam, step lr per epoch, element-wise gradient clamp, BCE on soft GT."""
 
+    kind = MODEL_KIND
+    recipe_keys = RECIPE_KEYS
+    resume_keys = ("optimizer", "scheduler")
 
-def _meta(config: TrainConfig, spec: RgbdPreprocess, train, val, history: List[Dict[str, Any]]) -> Dict[str, Any]:
-    from edge_mm.cdinet.model import VARIANTS
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        self.workers = config.workers
+        self.spec = RgbdPreprocess(size=(config.size, config.size))
+        self.criterion = nn.BCEWithLogitsLoss()
 
-    return {
-        "kind": MODEL_KIND,
-        "variant": config.variant,
-        "width": VARIANTS[config.variant],
-        "config": dataclasses.asdict(config),
-        "preprocess": spec.to_dict(),
-        "train_data": train.describe(),
-        "val_data": val.describe(),
-        "init": "imagenet-vgg16" if config.vgg16 else "scratch (He normal, seed %d)" % config.seed,
-        "history": history,
-        "torch": torch.__version__,
-    }
+    def build(self, checkpoint, processes, progress) -> None:
+        config = self.config
+        self.train_source, self.val_source = build_sources(config, self.spec)
+        # a resumed run overwrites the weights anyway, so it needs no VGG16 file
+        model = initial_model(config.variant, config.seed, None if checkpoint else config.vgg16)
+        if checkpoint is not None:
+            from edge_mm.cdinet.weights import load_strict
 
-
-def _resume_state(out: Path, config: TrainConfig) -> Dict[str, Any]:
-    path = out / LAST
-    if not path.is_file():
-        raise UsageError(f"--resume: {path} does not exist; start without --resume or pass the --out of an earlier run")
-    data = read_checkpoint_file(path)
-    if not is_training_checkpoint(data) or not all(k in data for k in ("optimizer", "scheduler", "rng")):
-        raise WeightsError(f"{path} is not an edge-mm-train last.pth with optimizer state; it cannot be resumed")
-    meta = checkpoint_meta(data, str(path))
-    recorded = meta.get("config", {})
-    changed = [k for k in RECIPE_KEYS if k in recorded and _normal(recorded[k]) != _normal(getattr(config, k))]
-    if meta.get("kind") != MODEL_KIND or changed:
-        shown = ", ".join(f"{k}: {recorded.get(k)!r} -> {getattr(config, k)!r}" for k in changed[:4])
-        raise UsageError(
-            f"--resume: {path} was trained with other settings ({shown}); repeat the original options or use a new --out"
+            load_strict(model, checkpoint["model"], "last.pth", f"CDINet {config.variant}")
+        self.model = model.to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, official_lr_factor(config.lr_step, config.lr_gamma)
         )
-    return {"checkpoint": data, "meta": meta}
+        self.dataset = RgbdTrainingSet(self.train_source, self.spec, seed=config.seed, augment=config.augment)
 
+    def restore(self, checkpoint) -> None:
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
 
-def _normal(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _print(message: str) -> None:
-    print(message, flush=True)  # flushed: a nohup'd run's log shows each line as it happens
-
-
-def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool = True, log=_print) -> Dict[str, Any]:
-    """Run (or continue) a training run into `out`; returns the final metrics.json content."""
-    config.check()
-    set_threads(config.threads)
-    out = Path(out)
-    spec = RgbdPreprocess(size=(config.size, config.size))
-    train_source, val_source = build_sources(config, spec)
-    if not resume and (out / LAST).exists():
-        raise UsageError(f"{out / LAST} exists; pass --resume to continue that run or choose another --out")
-
-    # a resumed run overwrites the weights anyway, so it needs no VGG16 file
-    model = initial_model(config.variant, config.seed, None if resume else config.vgg16)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, official_lr_factor(config.lr_step, config.lr_gamma))
-    history: List[Dict[str, Any]] = []
-    best: Dict[str, Any] = {}
-    start_epoch = 0
-    if resume:
-        state = _resume_state(out, config)
-        checkpoint = state["checkpoint"]
-        from edge_mm.cdinet.weights import load_strict
-
-        load_strict(model, checkpoint["model"], str(out / LAST), f"CDINet {config.variant}")
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        restore_rng_state(checkpoint["rng"])
-        history = list(state["meta"].get("history", []))
-        best = json.loads(checkpoint.get("best_json", "{}"))
-        start_epoch = int(checkpoint["epoch"])
-        log(f"resuming {out / LAST} after epoch {start_epoch} of {config.epochs}")
-        if start_epoch >= config.epochs:
-            log(f"nothing to do: the run already has {start_epoch} epochs (raise --epochs to train longer)")
-
-    dataset = RgbdTrainingSet(train_source, spec, seed=config.seed, augment=config.augment)
-    criterion = nn.BCEWithLogitsLoss()
-    n_params = sum(p.numel() for p in model.parameters())
-    log(
-        f"training {config.variant} ({n_params:,} parameters) at {config.size}x{config.size} on "
-        f"{len(train_source)} samples ({train_source.describe()['kind']}), validating on {len(val_source)}; out: {out}"
-    )
-
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        model.train()
-        dataset.set_epoch(epoch)
-        order = torch.randperm(len(dataset), generator=epoch_generator(config.seed, epoch)).tolist()
-        loader = DataLoader(
-            dataset,
-            batch_size=config.batch_size,
-            sampler=order,
-            num_workers=config.workers,
-            worker_init_fn=worker_init if config.workers else None,
-            drop_last=False,
+    def start_line(self, out: Path) -> str:
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return (
+            f"training {self.config.variant} ({n_params:,} parameters) at {self.config.size}x{self.config.size} on "
+            f"{len(self.train_source)} samples ({self.train_source.describe()['kind']}), "
+            f"validating on {len(self.val_source)}; out: {out}"
         )
-        lr = optimizer.param_groups[0]["lr"]
-        total, seen = 0.0, 0
-        log_every = max(1, len(loader) // 10)
-        bar = tqdm(
-            loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=_progress(progress), leave=False
-        )
-        for batch, (rgb, depth, gt) in enumerate(bar, start=1):
-            optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(rgb, depth), gt)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"the loss became {loss.item()} in epoch {epoch + 1}; lower --lr or check the data for NaN/inf"
-                )
-            loss.backward()
-            clamp_gradients(model.parameters(), config.grad_clamp)
-            optimizer.step()
-            total += loss.item() * rgb.shape[0]
-            seen += rgb.shape[0]
-            bar.set_postfix(loss=f"{total / seen:.4f}", lr=f"{lr:.1e}")
-            if progress and bar.disable and batch % log_every == 0:  # no terminal (a log file): a line per 10%
-                log(
-                    f"  epoch {epoch + 1}: {batch}/{len(loader)} batches, loss {total / seen:.4f}, {time.perf_counter() - started:.0f}s"
-                )
-        bar.close()
-        scheduler.step()
-        train_seconds = time.perf_counter() - started
 
-        val = evaluate_model(
-            model, val_source, spec, QuickMetrics(), config.batch_size, progress=progress, desc="validate"
+    def train_size(self) -> int:
+        return len(self.train_source)
+
+    def train_dataset(self, epoch: int) -> RgbdTrainingSet:
+        self.lr = self.optimizer.param_groups[0]["lr"]  # the epoch's lr: the schedule steps per epoch
+        self.dataset.set_epoch(epoch)
+        return self.dataset
+
+    def loss(self, net, batch, global_count, processes):
+        rgb, depth, gt = batch
+        # the batch mean, weighted by this process's share of the global batch
+        share = self.criterion(net(rgb, depth), gt) * (rgb.shape[0] / global_count)
+        return share, share
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def optimizer_step(self) -> None:
+        clamp_gradients(self.model.parameters(), self.config.grad_clamp)
+        self.optimizer.step()
+
+    def end_epoch(self) -> None:
+        self.scheduler.step()
+
+    def postfix(self) -> Dict[str, str]:
+        return {"lr": f"{self.lr:.1e}"}
+
+    def epoch_fields(self) -> Dict[str, Any]:
+        return {"lr": self.lr}
+
+    def validate(self, progress: bool) -> Dict[str, Any]:
+        return evaluate_model(
+            self.model,
+            self.val_source,
+            self.spec,
+            QuickMetrics(),
+            self.config.batch_size,
+            progress=progress,
+            desc="validate",
         )
-        entry = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": total / max(seen, 1),
-            "val_mae": val["mae"],
-            "val_s_measure": val["s_measure"],
-            "train_seconds": round(train_seconds, 2),
-            "seconds": round(time.perf_counter() - started, 2),
+
+    def val_fields(self, val):
+        return {"val_mae": val["mae"], "val_s_measure": val["s_measure"]}
+
+    def score(self, val) -> float:
+        return -val["mae"]  # best.pth: the lowest validation MAE
+
+    def best_fields(self, val):
+        return self.val_fields(val)
+
+    def meta(self) -> Dict[str, Any]:
+        from edge_mm.cdinet.model import VARIANTS
+
+        config = self.config
+        return {
+            "variant": config.variant,
+            "width": VARIANTS[config.variant],
+            "preprocess": self.spec.to_dict(),
+            "train_data": self.train_source.describe(),
+            "val_data": self.val_source.describe(),
+            "init": "imagenet-vgg16" if config.vgg16 else "scratch (He normal, seed %d)" % config.seed,
         }
-        history.append(entry)
-        improved = not best or val["mae"] < best["val_mae"]
-        if improved:
-            best = {"epoch": epoch + 1, "val_mae": val["mae"], "val_s_measure": val["s_measure"]}
-        meta = _meta(config, spec, train_source, val_source, history)
-        if improved:
-            save_checkpoint(out / BEST, make_checkpoint(model, epoch + 1, meta, best=best))
-        save_checkpoint(out / LAST, make_checkpoint(model, epoch + 1, meta, optimizer, scheduler, best))
-        write_json(out / METRICS, dict(meta, best=best))
-        log(
-            f"epoch {epoch + 1}/{config.epochs}  lr {lr:.2e}  loss {entry['train_loss']:.4f}  "
+
+    def optimizer_state(self) -> Dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def epoch_line(self, entry, val) -> str:
+        return (
+            f"epoch {entry['epoch']}/{self.config.epochs}  lr {entry['lr']:.2e}  loss {entry['train_loss']:.4f}  "
             f"val MAE {val['mae']:.4f}  S {val['s_measure']:.4f}  {entry['seconds']:.0f}s"
-            + ("  *best" if improved else "")
         )
 
-    summary = dict(_meta(config, spec, train_source, val_source, history), best=best)
-    if start_epoch < config.epochs:
-        write_json(out / METRICS, summary)
-    return summary
+
+def train(
+    config: TrainConfig, out: Path, resume: bool = False, progress: bool = True, log=print_flushed
+) -> Dict[str, Any]:
+    """Run (or continue) a training run into `out`; returns the final metrics.json content."""
+    return run_training(CdinetTask(config), out, resume=resume, progress=progress, log=log)
 
 
 # --------------------------------------------------------------------------- command line
@@ -375,7 +298,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--variant", default=d.variant, help="cdinet (published size) or a small variant: cdinet-s, ..."
     )
     parser.add_argument("--epochs", type=int, default=d.epochs)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (all processes together)")
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument(
         "--lr-step", type=int, default=d.lr_step, help="multiply the lr by --lr-gamma every this many epochs"

@@ -18,8 +18,13 @@ tokens after the longest caption's end token cannot change any embedding. Traini
 tower on the batch's used length only (`encode_text_trimmed`, equal to `model.encode_text`; a test
 checks it); exported models always take the full 77 tokens.
 
-Models: `--config tiny|small` from scratch (OpenAI initialisation, seeded) or `--init NAME|PATH`
-(published weights or a state-dict file, loaded strictly by edge_mm.clip.load) to fine-tune.
+Models: `--config tiny|small` from scratch (edge_mm.clip.model.SCRATCH_CONFIGS, OpenAI initialisation,
+seeded) or `--init NAME|PATH` (published weights or a state-dict file, loaded strictly by
+edge_mm.clip.load) to fine-tune; edge_mm.clip.weights.initial_model picks one.
+
+The loop (resume, epochs, progress, validation, checkpoints, several processes) is edge_mm.train.loop;
+this module keeps what is CLIP's: the loss over features gathered from every process (so the
+negatives are global), the optimizers, the per-step schedule and the temperature clamp.
 Images go through `ClipPreprocess.for_resolution(model.image_resolution)`, the runtime's own
 preprocessing. Optional light augmentation: a random crop of 85-100 % of the side and brightness
 and contrast within +-10 %; never a flip, since captions say left and right.
@@ -34,70 +39,31 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from torch import nn
+from torch.utils.data import Dataset
 
-from edge_mm.atomic import atomic_path
+from edge_mm.clip.model import CONTEXT_LENGTH, SCRATCH_CONFIGS
 from edge_mm.clip.preprocess import ClipPreprocess, preprocess_batch
-from edge_mm.clip.tokenizer import VOCAB_SIZE, tokenize
+from edge_mm.clip.tokenizer import tokenize
+from edge_mm.clip.weights import initial_model, save_plain_weights
 from edge_mm.errors import DatasetError, UsageError, WeightsError
 from edge_mm.train.clip_data import SYNTHETIC, CaptionedScenes, PairsFile, split_pairs
 from edge_mm.train.clip_eval import evaluate_retrieval
-from edge_mm.train.common import (
-    BEST,
-    LAST,
-    METRICS,
-    TrainingError,
-    checkpoint_meta,
-    epoch_generator,
-    is_training_checkpoint,
-    make_checkpoint,
-    read_checkpoint_file,
-    restore_rng_state,
-    save_checkpoint,
-    seed_everything,
-    set_threads,
-    write_json,
-)
+from edge_mm.train.loop import Task, print_flushed
+from edge_mm.train.loop import train as run_training
 
 MODEL_KIND = "clip"
 PLAIN_WEIGHTS = "clip.pt"
-CONTEXT_LENGTH = 77  # the tokenizer, the exported text graph and the runtime all assume 77
 INIT_TEMPERATURE = 0.07
 MAX_LOGIT_SCALE = 100.0
 DEFAULT_TRAIN_SEED, DEFAULT_VAL_SEED = 1, 2  # synthetic scene seeds: disjoint scene sets
-
-# From-scratch shapes. Head width is 64 (CLIP's rule; build_model infers heads = width // 64).
-CONFIGS: Dict[str, Dict[str, int]] = {
-    # seconds on a CPU: for tests and smoke runs
-    "tiny": dict(
-        embed_dim=64,
-        image_resolution=32,
-        vision_layers=1,
-        vision_width=64,
-        vision_patch_size=8,
-        transformer_width=64,
-        transformer_layers=1,
-    ),
-    # the demo model (edge_mm/weights/clip-demo.pt): 64 px input, 8 px patches
-    "small": dict(
-        embed_dim=128,
-        image_resolution=64,
-        vision_layers=4,
-        vision_width=128,
-        vision_patch_size=8,
-        transformer_width=128,
-        transformer_layers=3,
-    ),
-}
 
 # Settings that define a run: a resume must repeat them (epochs too: the cosine schedule spans them).
 RECIPE_KEYS = (
@@ -149,8 +115,10 @@ class TrainConfig:
     threads: Optional[int] = None
 
     def check(self) -> None:
-        if self.init is None and self.config not in CONFIGS:
-            raise UsageError(f"unknown --config {self.config!r}; choose one of {', '.join(CONFIGS)} or pass --init")
+        if self.init is None and self.config not in SCRATCH_CONFIGS:
+            raise UsageError(
+                f"unknown --config {self.config!r}; choose one of {', '.join(SCRATCH_CONFIGS)} or pass --init"
+            )
         for name in ("epochs", "batch_size", "train_count", "val_count"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 1")
@@ -182,34 +150,6 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------- model
-
-
-def build_scratch_model(name: str, seed: int):
-    """A CLIP of one of CONFIGS with OpenAI's initialisation, seeded."""
-    from edge_mm.clip.model import CLIP
-
-    seed_everything(seed)
-    shape = CONFIGS[name]
-    return CLIP(
-        context_length=CONTEXT_LENGTH,
-        vocab_size=VOCAB_SIZE,
-        transformer_heads=shape["transformer_width"] // 64,
-        **shape,
-    )
-
-
-def initial_model(config: TrainConfig):
-    if config.init is None:
-        return build_scratch_model(config.config, config.seed)
-    from edge_mm.clip.weights import load
-
-    seed_everything(config.seed)
-    model, _ = load(config.init)
-    if model.context_length != CONTEXT_LENGTH:
-        raise WeightsError(
-            f"--init {config.init} has context length {model.context_length}; edge-mm needs {CONTEXT_LENGTH}"
-        )
-    return model
 
 
 def model_config(model) -> Dict[str, Any]:
@@ -246,11 +186,20 @@ def encode_text_trimmed(model, text: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index).squeeze(1) @ model.text_projection
 
 
-def clip_logits(model, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """logits_per_image of `model.forward`, with the trimmed text tower."""
-    image_features = F.normalize(model.encode_image(images), dim=-1)
-    text_features = F.normalize(encode_text_trimmed(model, text), dim=-1)
-    return model.logit_scale.exp() * image_features @ text_features.t()
+class ClipFeatures(nn.Module):
+    """The training forward: unit image and text features (text on the trimmed tower) and exp(t).
+
+    One module, so that DistributedDataParallel sees every parameter used in its forward.
+    """
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, text: torch.Tensor):
+        image_features = F.normalize(self.model.encode_image(images), dim=-1)
+        text_features = F.normalize(encode_text_trimmed(self.model, text), dim=-1)
+        return image_features, text_features, self.model.logit_scale.exp()
 
 
 def make_optimizers(model, config: TrainConfig) -> Tuple[torch.optim.AdamW, torch.optim.SparseAdam]:
@@ -337,18 +286,23 @@ def augment(bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip((crop - mean) * contrast + mean + brightness, 0, 255).astype(np.uint8)
 
 
-class PairBatches:
-    """Makes (pixels, token ids) batches of a source: captions and crops drawn per (seed, epoch, index)."""
+class PairSamples(Dataset):
+    """(pixels, token ids) of a source's pairs: captions and crops drawn per (seed, epoch, index).
+
+    Call set_epoch(e) before each epoch's DataLoader is built.
+    """
 
     def __init__(self, source, spec: ClipPreprocess, seed: int, augment: bool, context_length: int = CONTEXT_LENGTH):
-        self.source, self.spec, self.seed, self.augment, self.context_length = (
-            source,
-            spec,
-            int(seed),
-            augment,
-            context_length,
-        )
+        self.source, self.spec, self.seed, self.augment = source, spec, int(seed), augment
+        self.context_length = context_length
+        self.epoch = 0
         self._whole: Dict[int, np.ndarray] = {}  # preprocessed whole scenes, reused across epochs
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.source)
 
     def _draw(self, index: int, rng: np.random.Generator) -> Tuple[np.ndarray, str]:
         if self.augment:
@@ -364,48 +318,13 @@ class PairBatches:
             image, caption = self.source.read(index, rng)
         return preprocess_batch([image], self.spec)[0], caption
 
-    def batch(self, indices: List[int], epoch: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        pixels, captions = [], []
-        for index in indices:
-            image, caption = self._draw(index, np.random.default_rng([self.seed, epoch, index]))
-            pixels.append(image)
-            captions.append(caption)
-        ids = tokenize(captions, context_length=self.context_length, truncate=True)
-        return torch.from_numpy(np.stack(pixels)), torch.from_numpy(ids)
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        image, caption = self._draw(index, np.random.default_rng([self.seed, self.epoch, index]))
+        ids = tokenize([caption], context_length=self.context_length, truncate=True)[0]
+        return torch.from_numpy(image), torch.from_numpy(ids)
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-def save_plain_weights(model, path: Path) -> Path:
-    """The model's OpenAI-named state dict alone (fp32), as `edge_mm.clip.load` reads it."""
-    state = {k: v.detach().to(torch.float32).clone().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return path
-
-
-def _normal(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _resume_state(out: Path, config: TrainConfig) -> Dict[str, Any]:
-    path = out / LAST
-    if not path.is_file():
-        raise UsageError(f"--resume: {path} does not exist; start without --resume or pass the --out of an earlier run")
-    data = read_checkpoint_file(path)
-    needed = ("optimizer", "sparse_optimizer", "rng", "step")
-    if not is_training_checkpoint(data) or not all(k in data for k in needed):
-        raise WeightsError(f"{path} is not an edge-mm-train clip last.pth with optimizer state; it cannot be resumed")
-    meta = checkpoint_meta(data, str(path))
-    recorded = meta.get("config", {})
-    changed = [k for k in RECIPE_KEYS if k in recorded and _normal(recorded[k]) != _normal(getattr(config, k))]
-    if meta.get("kind") != MODEL_KIND or changed:
-        shown = ", ".join(f"{k}: {recorded.get(k)!r} -> {getattr(config, k)!r}" for k in changed[:4])
-        raise UsageError(
-            f"--resume: {path} was trained with other settings ({shown}); repeat the original options or use a new --out"
-        )
-    return {"checkpoint": data, "meta": meta}
+# --------------------------------------------------------------------------- what CLIP adds to the loop
 
 
 def _model_from_checkpoint(state: Dict[str, torch.Tensor], label: str):
@@ -418,148 +337,151 @@ def _model_from_checkpoint(state: Dict[str, torch.Tensor], label: str):
         raise WeightsError(f"{label}: {exc}") from None
 
 
-# --------------------------------------------------------------------------- the loop
-
-
 def _score(val: Dict[str, float]) -> float:
     """Model selection: mean of R@1 and R@5 in both directions."""
     return (val["t2i_r1"] + val["t2i_r5"] + val["i2t_r1"] + val["i2t_r5"]) / 4
 
 
-def _meta(
-    config: TrainConfig, model, spec: ClipPreprocess, train_source, val_source, history, seconds: float
-) -> Dict[str, Any]:
-    return {
-        "kind": MODEL_KIND,
-        "config": dataclasses.asdict(config),
-        "model": model_config(model),
-        "parameters": int(sum(p.numel() for p in model.parameters())),
-        "preprocess": spec.to_dict(),
-        "train_data": train_source.describe(),
-        "val_data": val_source.describe(),
-        "init": config.init or f"scratch ({config.config}, OpenAI init, seed {config.seed})",
-        "history": history,
-        "train_seconds": round(seconds, 1),
-        "torch": torch.__version__,
-    }
+RECALLS = ("t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5")
 
 
-def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool = True, log=print) -> Dict[str, Any]:
-    """Run (or continue) a training run into `out`; returns the final metrics.json content."""
-    config.check()
-    set_threads(config.threads)
-    out = Path(out)
-    if not resume and (out / LAST).exists():
-        raise UsageError(f"{out / LAST} exists; pass --resume to continue that run or choose another --out")
-    state = _resume_state(out, config) if resume else None
+class ClipTask(Task):
+    """CLIP's symmetric loss over the global batch, AdamW + SparseAdam, warmup-cosine lr per step,
+    the temperature clamped after every step, best.pth by mean recall, clip.pt beside it."""
 
-    # a resumed run takes its architecture and weights from last.pth (no --init download again)
-    model = _model_from_checkpoint(state["checkpoint"]["model"], str(out / LAST)) if state else initial_model(config)
-    spec = ClipPreprocess.for_resolution(model.image_resolution)
-    train_source, val_source = build_sources(config, progress)
-    if len(train_source) < 2:
-        raise DatasetError(f"the training set has {len(train_source)} pair; the contrastive loss needs at least 2")
-    batch_size = min(config.batch_size, len(train_source))
-    steps_per_epoch = len(train_source) // batch_size  # the last partial batch is dropped
-    total_steps = steps_per_epoch * config.epochs
-    warmup = min(config.warmup_steps, total_steps // 2)
-    adamw, sparse = make_optimizers(model, config)
-    history: List[Dict[str, Any]] = []
-    best: Dict[str, Any] = {}
-    start_epoch, step, seconds = 0, 0, 0.0
-    if state is not None:
-        checkpoint = state["checkpoint"]
-        adamw.load_state_dict(checkpoint["optimizer"])
-        sparse.load_state_dict(checkpoint["sparse_optimizer"])
-        restore_rng_state(checkpoint["rng"])
-        history = list(state["meta"].get("history", []))
-        best = json.loads(checkpoint.get("best_json", "{}"))
-        start_epoch, step = int(checkpoint["epoch"]), int(checkpoint["step"])
-        seconds = float(state["meta"].get("train_seconds", 0.0))
-        log(f"resuming {out / LAST} after epoch {start_epoch} of {config.epochs}")
-        if start_epoch >= config.epochs:
-            log(f"nothing to do: the run already has {start_epoch} epochs")
+    kind = MODEL_KIND
+    recipe_keys = RECIPE_KEYS
+    resume_keys = ("optimizer", "sparse_optimizer", "step")
+    drop_last = True  # every step sees a full batch of negatives
 
-    batches = PairBatches(train_source, spec, config.seed, config.augment, model.context_length)
-    dense_params = [p for p in model.parameters() if p is not model.token_embedding.weight]
-    log(
-        f"training CLIP ({sum(p.numel() for p in model.parameters()):,} parameters, {spec.image_size} px) on "
-        f"{len(train_source)} pairs ({train_source.describe()['kind']}), {steps_per_epoch} steps of {batch_size} per epoch, "
-        f"validating on {len(val_source)}; out: {out}"
-    )
-
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(train_source), generator=epoch_generator(config.seed, epoch)).tolist()
-        total_loss = 0.0
-        bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            unit="step",
-            disable=None if progress else True,
-            leave=False,
-        )
-        for i in bar:
-            lr = config.lr * lr_factor(step, warmup, total_steps)
-            for group in adamw.param_groups + sparse.param_groups:
-                group["lr"] = lr
-            images, text = batches.batch(order[i * batch_size : (i + 1) * batch_size], epoch)
-            loss = contrastive_loss(clip_logits(model, images, text))
-            if not torch.isfinite(loss):
-                raise TrainingError(f"the loss became {loss.item()} in epoch {epoch + 1}; lower --lr or check the data")
-            adamw.zero_grad(set_to_none=True)
-            sparse.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(dense_params, config.grad_clip)
-            adamw.step()
-            sparse.step()
-            clamp_logit_scale(model)
-            step += 1
-            total_loss += loss.item()
-            bar.set_postfix(
-                loss=f"{total_loss / (i + 1):.3f}", scale=f"{model.logit_scale.exp().item():.1f}", lr=f"{lr:.1e}"
+    def build(self, checkpoint, processes, progress) -> None:
+        config = self.config
+        # a resumed run takes its architecture and weights from last.pth (no --init download again)
+        if checkpoint is not None:
+            model = _model_from_checkpoint(checkpoint["model"], "last.pth")
+        else:
+            model = initial_model(config.config, config.init, config.seed)
+        self.spec = ClipPreprocess.for_resolution(model.image_resolution)
+        self.train_source, self.val_source = build_sources(config, progress)
+        if len(self.train_source) < 2:
+            raise DatasetError(
+                f"the training set has {len(self.train_source)} pair; the contrastive loss needs at least 2"
             )
-        bar.close()
-        train_seconds = time.perf_counter() - started
+        self.batch_size = min(config.batch_size, len(self.train_source))
+        if self.batch_size % processes.world:
+            raise UsageError(
+                f"the global batch of {self.batch_size} pairs cannot be split over {processes.world} processes; "
+                "pass a --batch-size that is a multiple of the process count"
+            )
+        self.steps_per_epoch = len(self.train_source) // self.batch_size  # the last partial batch is dropped
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.warmup = min(config.warmup_steps, self.total_steps // 2)
+        self.model = model.to(self.device)
+        self.adamw, self.sparse = make_optimizers(self.model, config)
+        self.table = self.model.token_embedding.weight
+        if processes.world > 1:
+            # DDP all-reduces dense gradients (NCCL has no sparse all-reduce); the table's averaged
+            # gradient is made row-sparse again before SparseAdam's step (optimizer_step)
+            self.model.token_embedding.sparse = False
+        self.dense_params = [p for p in self.model.parameters() if p is not self.table]
+        self.samples = PairSamples(self.train_source, self.spec, config.seed, config.augment, self.model.context_length)
+        self.lr = config.lr * lr_factor(0, self.warmup, self.total_steps)
 
-        val = evaluate_retrieval(model, val_source, spec)
-        seconds += time.perf_counter() - started
-        entry = {
-            "epoch": epoch + 1,
-            "steps": step,
-            "lr": lr,
-            "train_loss": total_loss / max(steps_per_epoch, 1),
-            "logit_scale": round(float(model.logit_scale.detach().exp()), 3),
-            **{k: val[k] for k in ("t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5")},
-            "train_seconds": round(train_seconds, 1),
-            "seconds": round(time.perf_counter() - started, 1),
-        }
-        history.append(entry)
-        score = _score(val)
-        improved = not best or score > best["score"]
-        if improved:
-            best = {"epoch": epoch + 1, "score": score, **{k: val[k] for k in ("t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5")}}
-        meta = _meta(config, model, spec, train_source, val_source, history, seconds)
-        if improved:
-            save_checkpoint(out / BEST, make_checkpoint(model, epoch + 1, meta, best=best))
-            save_plain_weights(model, out / PLAIN_WEIGHTS)
-        checkpoint = make_checkpoint(model, epoch + 1, meta, adamw, None, best)
-        checkpoint["sparse_optimizer"] = sparse.state_dict()
-        checkpoint["step"] = step
-        save_checkpoint(out / LAST, checkpoint)
-        write_json(out / METRICS, dict(meta, best=best))
-        log(
-            f"epoch {epoch + 1}/{config.epochs}  loss {entry['train_loss']:.4f}  scale {entry['logit_scale']:.1f}  "
-            f"val t2i R@1 {val['t2i_r1']:.3f} R@5 {val['t2i_r5']:.3f}  i2t R@1 {val['i2t_r1']:.3f} R@5 {val['i2t_r5']:.3f}  "
-            f"{entry['seconds']:.0f}s" + ("  *best" if improved else "")
+    def restore(self, checkpoint) -> None:
+        self.adamw.load_state_dict(checkpoint["optimizer"])
+        self.sparse.load_state_dict(checkpoint["sparse_optimizer"])
+
+    def training_module(self) -> nn.Module:
+        return ClipFeatures(self.model)
+
+    def start_line(self, out: Path) -> str:
+        return (
+            f"training CLIP ({sum(p.numel() for p in self.model.parameters()):,} parameters, {self.spec.image_size} px) on "
+            f"{len(self.train_source)} pairs ({self.train_source.describe()['kind']}), {self.steps_per_epoch} steps of "
+            f"{self.batch_size} per epoch, validating on {len(self.val_source)}; out: {out}"
         )
 
-    summary = dict(_meta(config, model, spec, train_source, val_source, history, seconds), best=best)
-    if start_epoch < config.epochs:
-        write_json(out / METRICS, summary)
-    return summary
+    def train_size(self) -> int:
+        return len(self.train_source)
+
+    def train_dataset(self, epoch: int) -> PairSamples:
+        self.samples.set_epoch(epoch)
+        return self.samples
+
+    def before_step(self, step: int) -> None:
+        self.lr = self.config.lr * lr_factor(step, self.warmup, self.total_steps)
+        for group in self.adamw.param_groups + self.sparse.param_groups:
+            group["lr"] = self.lr
+
+    def loss(self, net, batch, global_count, processes):
+        images, text = batch
+        image_features, text_features, scale = net(images, text)
+        # negatives are global: every process scores all images against all captions of the global
+        # batch; its own rows carry gradients, and the temperature's gradient is counted once
+        image_all, text_all = processes.gather(image_features), processes.gather(text_features)
+        loss = contrastive_loss(processes.counted_once(scale) * image_all @ text_all.t())
+        return loss, loss.detach() / processes.world
+
+    def zero_grad(self) -> None:
+        self.adamw.zero_grad(set_to_none=True)
+        self.sparse.zero_grad(set_to_none=True)
+
+    def optimizer_step(self) -> None:
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.dense_params, self.config.grad_clip)
+        if self.table.grad is not None and not self.table.grad.is_sparse:
+            self.table.grad = self.table.grad.to_sparse(1)  # the rows the global batch used
+        self.adamw.step()
+        self.sparse.step()
+        clamp_logit_scale(self.model)
+
+    def postfix(self) -> Dict[str, str]:
+        return {"scale": f"{self.model.logit_scale.exp().item():.1f}", "lr": f"{self.lr:.1e}"}
+
+    def epoch_fields(self) -> Dict[str, Any]:
+        return {"lr": self.lr, "logit_scale": round(float(self.model.logit_scale.detach().exp()), 3)}
+
+    def validate(self, progress: bool) -> Dict[str, Any]:
+        return evaluate_retrieval(self.model, self.val_source, self.spec)
+
+    def val_fields(self, val):
+        return {k: val[k] for k in RECALLS}
+
+    def score(self, val) -> float:
+        return _score(val)
+
+    def best_fields(self, val):
+        return self.val_fields(val)
+
+    def meta(self) -> Dict[str, Any]:
+        return {
+            "model": model_config(self.model),
+            "parameters": int(sum(p.numel() for p in self.model.parameters())),
+            "preprocess": self.spec.to_dict(),
+            "train_data": self.train_source.describe(),
+            "val_data": self.val_source.describe(),
+            "init": self.config.init or f"scratch ({self.config.config}, OpenAI init, seed {self.config.seed})",
+        }
+
+    def optimizer_state(self) -> Dict[str, Any]:
+        return {"optimizer": self.adamw.state_dict(), "sparse_optimizer": self.sparse.state_dict()}
+
+    def on_best(self, out: Path) -> None:
+        save_plain_weights(self.model, out / PLAIN_WEIGHTS)
+
+    def epoch_line(self, entry, val) -> str:
+        return (
+            f"epoch {entry['epoch']}/{self.config.epochs}  loss {entry['train_loss']:.4f}  scale {entry['logit_scale']:.1f}  "
+            f"val t2i R@1 {val['t2i_r1']:.3f} R@5 {val['t2i_r5']:.3f}  i2t R@1 {val['i2t_r1']:.3f} R@5 {val['i2t_r5']:.3f}  "
+            f"{entry['seconds']:.0f}s"
+        )
+
+
+def train(
+    config: TrainConfig, out: Path, resume: bool = False, progress: bool = True, log=print_flushed
+) -> Dict[str, Any]:
+    """Run (or continue) a training run into `out`; returns the final metrics.json content."""
+    return run_training(ClipTask(config), out, resume=resume, progress=progress, log=log)
 
 
 # --------------------------------------------------------------------------- command line
@@ -574,7 +496,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, required=True, help="folder for last.pth, best.pth, clip.pt and metrics.json"
     )
     parser.add_argument("--resume", action="store_true", help="continue OUT/last.pth at its next epoch")
-    parser.add_argument("--config", default=d.config, help=f"from-scratch model shape: {' | '.join(CONFIGS)}")
+    parser.add_argument("--config", default=d.config, help=f"from-scratch model shape: {' | '.join(SCRATCH_CONFIGS)}")
     parser.add_argument(
         "--init",
         default=None,
@@ -582,7 +504,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fine-tune published weights (e.g. ViT-B/32) or a state-dict file instead",
     )
     parser.add_argument("--epochs", type=int, default=d.epochs)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (all processes together)")
     parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (after warmup; cosine decay to 0)")
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decay on weight matrices")
     parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps)

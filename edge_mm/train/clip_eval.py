@@ -40,6 +40,10 @@ DEFAULT_EVAL_SEED, DEFAULT_EVAL_COUNT = 3, 500  # seed 3: neither the demo's tra
 # --------------------------------------------------------------------------- encoding
 
 
+def _device(model) -> torch.device:
+    return next(model.parameters(), torch.empty(0)).device  # a model trained on a GPU is validated there
+
+
 @torch.no_grad()
 def encode_images(model, images: Sequence[np.ndarray], spec: ClipPreprocess, batch_size: int = 128) -> np.ndarray:
     """BGR uint8 images -> (N, D) unit image embeddings, through the runtime's preprocessing."""
@@ -47,7 +51,7 @@ def encode_images(model, images: Sequence[np.ndarray], spec: ClipPreprocess, bat
     out = []
     for start in range(0, len(images), batch_size):
         pixels = torch.from_numpy(preprocess_batch(list(images[start : start + batch_size]), spec))
-        out.append(model.encode_image(pixels).float().numpy())
+        out.append(model.encode_image(pixels.to(_device(model))).float().cpu().numpy())
     return l2_normalize(np.concatenate(out), "image embeddings")
 
 
@@ -58,7 +62,7 @@ def encode_texts(model, captions: Sequence[str], batch_size: int = 256) -> np.nd
     out = []
     for start in range(0, len(captions), batch_size):
         ids = tokenize(list(captions[start : start + batch_size]), context_length=model.context_length, truncate=True)
-        out.append(model.encode_text(torch.from_numpy(ids)).float().numpy())
+        out.append(model.encode_text(torch.from_numpy(ids).to(_device(model))).float().cpu().numpy())
     return l2_normalize(np.concatenate(out), "text embeddings")
 
 

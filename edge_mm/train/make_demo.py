@@ -18,10 +18,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from edge_mm.checkpoint import checkpoint_meta, read_checkpoint_file
 from edge_mm.cli_support import run_cli
 from edge_mm.errors import UsageError
 from edge_mm.registry import WEIGHTS_DIR
-from edge_mm.train.common import BEST, METRICS, checkpoint_meta, file_sha256, read_checkpoint_file, write_json
+from edge_mm.train.common import BEST, METRICS, file_sha256, write_json
 
 OFFICIAL_RECIPE = {
     "input": "256x256",

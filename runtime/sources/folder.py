@@ -20,18 +20,10 @@ from typing import Any, Dict, Optional
 import cv2
 import numpy as np
 
-from edge_mm.datasets import DEPTH_DIR, GT_DIR, RGB_DIR, RgbdFolderDataset, read_image
+from edge_mm.datasets import DEPTH_DIR, GT_DIR, RGB_DIR, RgbdFolderDataset, depth_to_single_channel, read_image
 from edge_mm.errors import SourceError, UsageError
 
 from .base import Frame, Source
-
-
-def _single_channel(raw: np.ndarray, path: Path) -> np.ndarray:
-    if raw.ndim == 3:  # some releases store depth as 3 equal channels
-        return np.ascontiguousarray(raw[..., 0])
-    if raw.ndim != 2:
-        raise SourceError(f"depth image {path} has shape {raw.shape}; store depth as a single-channel image")
-    return raw
 
 
 class FolderSource(Source):
@@ -94,7 +86,7 @@ class FolderSource(Source):
             if not self._sleep_until(self._next_due):
                 return None  # interrupted: the capture thread is stopping
         bgr = read_image(paths[RGB_DIR], cv2.IMREAD_COLOR)
-        raw = _single_channel(read_image(paths[DEPTH_DIR], cv2.IMREAD_UNCHANGED), paths[DEPTH_DIR])
+        raw = depth_to_single_channel(read_image(paths[DEPTH_DIR], cv2.IMREAD_UNCHANGED), paths[DEPTH_DIR])
         capture_time = time.perf_counter()
         meta: Dict[str, Any] = {"source": "folder", "name": paths[RGB_DIR].stem, "rgb_path": str(paths[RGB_DIR])}
         if raw.dtype == np.uint16:

@@ -1,6 +1,7 @@
 """Labelled RGB-D samples for training and evaluation: synthetic scenes or a dataset folder (torch-free).
 
-A source hands out *raw* samples, before any resizing: (BGR uint8, unit depth float32 in the
+Not the runtime's frame sources (runtime.sources): these are indexed, labelled sample sets.
+Each hands out *raw* samples, before any resizing: (BGR uint8, unit depth float32 in the
 spec's polarity, GT uint8 0..255), each at its own resolution. Training augments these and
 then preprocesses them; evaluation preprocesses them and scores predictions at GT resolution.
 
@@ -55,7 +56,7 @@ def parse_data_arg(text: str) -> DataArg:
     return DataArg("folder", path=Path(text))
 
 
-class SyntheticSource:
+class SyntheticSamples:
     """Scenes start..start+count-1 of SceneGenerator(scene_size, seed), generated on demand.
 
     Scenes are pure functions of (seed, index), so nothing is stored; the generator is created
@@ -104,7 +105,7 @@ class SyntheticSource:
         }
 
 
-class FolderSource:
+class FolderSamples:
     """Items of an RGB/depth/GT folder (optionally a subset of its indices, e.g. a validation split)."""
 
     def __init__(self, dataset: RgbdFolderDataset, indices: Optional[Sequence[int]] = None) -> None:
