@@ -22,7 +22,7 @@ from edge_mm.spec import ModelSpec
 from edge_mm.synthetic import SceneGenerator
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-SOURCE_FORMS = "synthetic, folder:DIR, recording:FILE.bag|.db3, captions:FILE.txt (CLIP text)"
+SOURCE_FORMS = "synthetic, folder:DIR, recording:FILE.bag|.db3, rosbag:PATH (ROS bag), captions:FILE.txt (CLIP text)"
 # Synthetic scenes for CLIP are rendered at this size, then CLIP's own resize/crop applies.
 SYNTHETIC_CLIP_SCENE = (256, 256)
 
@@ -31,7 +31,7 @@ def parse_source(text: str) -> Tuple[str, str]:
     kind, _, arg = text.partition(":")
     if kind == "synthetic":
         return kind, arg
-    if kind in ("folder", "recording", "captions") and arg:
+    if kind in ("folder", "recording", "rosbag", "captions") and arg:
         return kind, arg
     raise UsageError(f"--source {text!r} is not a calibration source; use one of: {SOURCE_FORMS}")
 
@@ -55,12 +55,13 @@ def _synthetic_frames(size: Tuple[int, int], count: int, seed: int) -> Iterator[
         yield scene.bgr, scene.depth_m
 
 
-def _recording_frames(path: str, count: int, seed: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-    # Recordings are read by the runtime's own source (torch-free), so calibration decodes a .bag or
-    # .db3 exactly as the camera app does. Imported lazily: only this source needs pyrealsense2.
+def _recording_frames(uri: str, count: int, seed: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    # Recordings (librealsense .bag/.db3, ROS bags) are read by the runtime's own sources (torch-free),
+    # so calibration decodes them exactly as the camera app does. Imported lazily: only these need
+    # pyrealsense2 or rosbags.
     from runtime.sources import open_source
 
-    with open_source(f"recording:{path}") as source:
+    with open_source(uri) as source:
         frames = [(f.color, f.depth_m) for f in source]
     for i in _pick(len(frames), count, seed):
         yield frames[i]
@@ -70,9 +71,11 @@ def _rgbd_frames(kind: str, arg: str, size: Tuple[int, int], count: int, seed: i
     """Raw (bgr, depth metres) frames of a synthetic or recording source."""
     if kind == "synthetic":
         return _synthetic_frames(size, count, seed)
-    if kind == "recording":
-        return _recording_frames(arg, count, seed)
-    raise UsageError(f"--source {kind}: gives no RGB-D frames; use synthetic, folder:DIR or recording:FILE")
+    if kind in ("recording", "rosbag"):
+        return _recording_frames(f"{kind}:{arg}", count, seed)
+    raise UsageError(
+        f"--source {kind}: gives no RGB-D frames; use synthetic, folder:DIR, recording:FILE or rosbag:PATH"
+    )
 
 
 # ---- CLIP images and captions -------------------------------------------------------------------

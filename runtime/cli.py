@@ -138,7 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("outputs")
     o.add_argument("--headless", action="store_true", help="no window (automatic without a display or GUI)")
     o.add_argument("--window", action="store_true", help="require a window (error if none can open)")
-    o.add_argument("--out", metavar="FILE.mp4", help="annotated video FILE.mp4 (or .avi)")
+    o.add_argument(
+        "--out",
+        metavar="FILE.mp4",
+        help="annotated video FILE.mp4 (or .avi); or ROS 2 messages: run.mcap (Foxglove), run.rosbag2 (ros2 bag play)",
+    )
     o.add_argument(
         "--out-fps", type=float, metavar="FPS", help="frame rate written into the video (default: the source's, or 30)"
     )
@@ -267,7 +271,7 @@ def source_options(
         options["fps"] = int(args.fps) if kind == "realsense" else args.fps
     if args.record:
         options["record"] = args.record
-    if args.loop and kind in ("recording", "folder"):
+    if args.loop and kind in ("recording", "folder", "rosbag"):
         options["loop"] = True
     if kind == "synthetic" and frames is not None and args.fps is None:
         # Unpaced scenes are a file-like source (every frame once): the generator stops there. Paced
@@ -343,8 +347,8 @@ class OutputPlan:
 
 
 def plan_outputs(args: argparse.Namespace, console: "_Console") -> OutputPlan:
+    from runtime.sinks import check_out_path
     from runtime.sinks.mjpeg import parse_host_port
-    from runtime.sinks.video import check_video_path
     from runtime.sinks.window import gui_support
 
     gui_ok, no_gui_reason = gui_support()
@@ -372,7 +376,7 @@ def plan_outputs(args: argparse.Namespace, console: "_Console") -> OutputPlan:
             f"outputs: none named and no window, so writing to {run_dir}/ (--out/--events/--stats/--serve to choose)"
         )
     if plan.out:
-        check_video_path(plan.out)
+        check_out_path(plan.out)
     return plan
 
 
@@ -395,9 +399,9 @@ class _Session:
         self._last_print = time.perf_counter()
 
     def open_sinks(self, title: str) -> None:
+        from runtime.sinks import open_out_sink
         from runtime.sinks.events import EventsSink
         from runtime.sinks.mjpeg import MjpegServer
-        from runtime.sinks.video import VideoSink
         from runtime.sinks.window import WindowSink
 
         if self.plan.window:
@@ -412,7 +416,7 @@ class _Session:
                     raise UsageError(f"--window: the window did not open ({detail}); use --headless") from None
                 self.console.warn(f"no window ({detail}); running headless")
         if self.plan.out:
-            self.sinks.append(VideoSink(self.plan.out, fps=self.out_fps))
+            self.sinks.append(open_out_sink(self.plan.out, fps=self.out_fps))
         if self.plan.serve:
             server = MjpegServer(*self.plan.serve, stats=self.stats.summary, title=title)
             self.sinks.append(server)
@@ -429,8 +433,9 @@ class _Session:
             # CLIP takes the newest salient crop at its own rate and never blocks this loop.
             self.clip.submit(result.frame, result.saliency)
             for event in self.clip.drain_events():
-                if self.events is not None:
-                    self.events.write_event(event)
+                for sink in self.sinks:  # the --events log and a ROS --out take CLIP's events
+                    if hasattr(sink, "write_event"):
+                        sink.write_event(event)
         now = time.perf_counter()
         if self.args.stats_interval and now - self._last_print >= self.args.stats_interval:
             self._last_print = now
@@ -501,6 +506,8 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
             console.say(f"frames: {frames} synthetic scenes (--frames N to change, --loop to run until stopped)")
         plan = plan_outputs(args, console)
         source = open_source(uri, **source_options(args, uri, config_source_options, frames))
+        if getattr(source, "summary", ""):
+            console.say(source.summary)
 
         stats = PipelineStats()
         stats.info = {

@@ -44,7 +44,7 @@ log = logging.getLogger("edge_mm.runtime.ingest")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".mjpeg"})
 RECORDING_SUFFIXES = frozenset({".bag", ".db3"})
-SOURCE_KINDS = ("recording", "realsense", "folder", "synthetic")
+SOURCE_KINDS = ("recording", "rosbag", "realsense", "folder", "synthetic")
 DEFAULT_FPS = 1.0
 _HASH_CHUNK = 1 << 20
 
@@ -73,7 +73,7 @@ def _list_images(folder: Path) -> List[Path]:
 
 
 def _is_source_uri(text: str) -> bool:
-    """recording:X, folder:X, realsense[:SERIAL], synthetic[:SEED]; a bare word only if no such path exists."""
+    """recording:X, rosbag:X, folder:X, realsense[:SERIAL], synthetic[:SEED]; a bare word only if no such path exists."""
     kind, sep, rest = text.partition(":")
     kind = kind.lower()
     if sep:

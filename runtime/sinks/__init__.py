@@ -1,9 +1,32 @@
-"""Where annotated frames go: an OpenCV window, a video file, an MJPEG stream over HTTP, a JSON-lines log.
+"""Where annotated frames go: an OpenCV window, a video file, ROS 2 messages (MCAP / rosbag2), an
+MJPEG stream over HTTP, a JSON-lines log.
 
 Every sink has `write(result)` (a pipeline.FrameResult with the annotated image) and `close()`,
-and is written to from one thread, in frame order.
+and is written to from one thread, in frame order. `--out` picks its sink by the path's suffix
+here, in one place: `check_out_path` before anything opens, `open_out_sink` to open it.
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
 
 from .base import Sink
 
-__all__ = ["Sink"]
+__all__ = ["Sink", "check_out_path", "open_out_sink"]
+
+
+def check_out_path(path: Union[str, Path]) -> Path:
+    """UsageError unless `path` is an output --out can write (.mp4/.avi video, .mcap, .rosbag2)."""
+    from .mcap import check_ros_output, is_ros_output
+    from .video import check_video_path
+
+    return check_ros_output(path) if is_ros_output(path) else check_video_path(path)
+
+
+def open_out_sink(path: Union[str, Path], fps: float = 30.0) -> Sink:
+    """The --out sink for `path`: RosResultsSink for .mcap / .rosbag2, else VideoSink."""
+    from .mcap import RosResultsSink, is_ros_output
+    from .video import VideoSink
+
+    return RosResultsSink(path) if is_ros_output(path) else VideoSink(path, fps=fps)

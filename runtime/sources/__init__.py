@@ -1,4 +1,4 @@
-"""Frame sources for the runtime: `open_source("realsense" | "recording:FILE" | "folder:DIR" | "synthetic[:SEED]")`.
+"""Frame sources for the runtime: `open_source("realsense" | "recording:FILE" | "rosbag:PATH" | "folder:DIR" | "synthetic[:SEED]")`.
 
 Every source yields `Frame`s (BGR uint8 colour, float32 metres depth aligned to colour, timestamps,
 consecutive indices) and is a context manager and an iterable. `CaptureThread` runs one in the
@@ -18,7 +18,10 @@ from .capture import CaptureThread, NewestFrameSlot
 
 __all__ = ["Frame", "Source", "CaptureThread", "NewestFrameSlot", "open_source", "parse_source_uri", "SOURCE_FORMS"]
 
-SOURCE_FORMS = "realsense[:SERIAL], recording:FILE.bag|.db3, folder:DIR (with RGB/ and depth/), synthetic[:SEED]"
+SOURCE_FORMS = (
+    "realsense[:SERIAL], recording:FILE.bag|.db3 (librealsense), rosbag:PATH (ROS 2 bag folder or ROS 1 .bag), "
+    "folder:DIR (with RGB/ and depth/), synthetic[:SEED]"
+)
 
 
 def _source_class(kind: str) -> Type[Source]:
@@ -27,6 +30,8 @@ def _source_class(kind: str) -> Type[Source]:
         from .realsense import RealSenseSource as cls
     elif kind == "recording":
         from .recording import RecordingSource as cls
+    elif kind == "rosbag":
+        from .rosbag import RosbagSource as cls
     elif kind == "folder":
         from .folder import FolderSource as cls
     else:
@@ -37,7 +42,8 @@ def _source_class(kind: str) -> Type[Source]:
 def parse_source_uri(uri: str) -> Tuple[str, Dict[str, Any]]:
     """'recording:x.db3' -> ('recording', {'path': 'x.db3'}); UsageError for anything unknown.
 
-    A bare path to a .bag/.db3 file or to a folder is accepted too.
+    A bare path is accepted too: a .bag/.db3 file (librealsense), a .mcap file or a folder with
+    metadata.yaml (rosbag2), any other folder (RGB/ + depth/ images).
     """
     text = str(uri).strip()
     kind, sep, arg = text.partition(":")
@@ -51,15 +57,16 @@ def parse_source_uri(uri: str) -> Tuple[str, Dict[str, Any]]:
             return "synthetic", {"seed": int(arg)}
         except ValueError:
             raise UsageError(f"--camera {uri}: the synthetic seed must be an integer, e.g. synthetic:3") from None
-    if kind in ("recording", "folder"):
+    if kind in ("recording", "folder", "rosbag"):
         if not arg:
-            raise UsageError(
-                f"--camera {uri}: give a path, e.g. {kind}:{'run.db3' if kind == 'recording' else 'data/NJU2K'}"
-            )
-        return kind, ({"path": arg} if kind == "recording" else {"root": arg})
+            example = {"recording": "run.db3", "folder": "data/NJU2K", "rosbag": "rosbag2_2024_05_01-10_00_00"}[kind]
+            raise UsageError(f"--camera {uri}: give a path, e.g. {kind}:{example}")
+        return kind, ({"root": arg} if kind == "folder" else {"path": arg})
     path = Path(text)
     if path.suffix.lower() in (".bag", ".db3"):
         return "recording", {"path": text}
+    if path.suffix.lower() == ".mcap" or (path.is_dir() and (path / "metadata.yaml").is_file()):
+        return "rosbag", {"path": text}
     if text and path.is_dir():
         return "folder", {"root": text}
     raise UsageError(f"--camera {uri!r} is not a source; use one of: {SOURCE_FORMS}")
