@@ -10,6 +10,7 @@ Humble and later) are registered from their .msg text below.
 from __future__ import annotations
 
 import functools
+import struct
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -116,6 +117,25 @@ def depth_to_metres(msg: Any, topic: str) -> np.ndarray:
 
 def stamp_ns(header: Any) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def raw_header_stamp_ns(raw: bytes, ros2: bool) -> int:
+    """The header stamp of a serialized message whose first field is std_msgs/Header, without decoding it.
+
+    ROS 2 CDR: a 4-byte encapsulation (0x0000 big-endian, 0x0001 little-endian), then int32 sec,
+    uint32 nanosec. ROS 1: uint32 seq, uint32 sec, uint32 nsec, little-endian.
+    """
+    view = memoryview(raw)
+    if ros2:
+        if len(view) < 12 or view[0] != 0 or view[1] not in (0, 1):
+            raise ValueError(f"not a CDR message ({len(view)} bytes)")
+        order = "<" if view[1] == 1 else ">"
+        sec, nanosec = struct.unpack_from(f"{order}iI", view, 4)
+    else:
+        if len(view) < 12:
+            raise ValueError(f"a message of {len(view)} bytes has no header")
+        sec, nanosec = struct.unpack_from("<II", view, 4)
+    return int(sec) * 1_000_000_000 + int(nanosec)
 
 
 def intrinsics_of(info: Any) -> Dict[str, Any]:

@@ -398,3 +398,39 @@ def test_missing_rosbags_is_an_install_hint(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_rosbags)
     with pytest.raises(UsageError, match=r"need the `rosbags` package .*pip install 'edge-mm\[ros\]'"):
         open_source(f"rosbag:{tmp_path}")
+
+
+@pytest.mark.parametrize("storage, little_endian", [("mcap", True), ("mcap", False), ("ros1", True)])
+def test_stamps_read_from_raw_messages_equal_the_decoded_headers(storage, little_endian):
+    """Pass 1 reads stamps from the raw bytes (no image decoding); they must equal the decoded header's."""
+    from ros_support import _store
+
+    from runtime import rosmsg
+
+    store = _store(storage)
+    data, step = encode_color(np.zeros((2, 3, 3), np.uint8), "rgb8")
+    stamp = 1_712_345_678_987_654_321
+    msg = image(store.types, storage, stamp, "cam", 7, data, step, 2, 3, "rgb8")
+    if storage == "ros1":
+        raw = store.serialize_ros1(msg, "sensor_msgs/msg/Image")
+    else:
+        raw = store.serialize_cdr(msg, "sensor_msgs/msg/Image", little_endian=little_endian)
+    assert rosmsg.raw_header_stamp_ns(bytes(raw), ros2=storage != "ros1") == stamp
+    with pytest.raises(ValueError):
+        rosmsg.raw_header_stamp_ns(b"\x07\x00", ros2=True)
+
+
+def test_edge_mm_run_takes_topic_names_from_the_config_source_table(tmp_path, oracle_artifact, capsys):
+    from runtime.cli import main
+
+    frames = [(f.color, f.depth_m, T0 + i * 33_000_000) for i, f in enumerate(_synthetic(3))]
+    bag = write_bag(tmp_path / "named", frames, "sqlite3", color_topic="/rgb", depth_topic="/d", info_topic=None)
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'camera = "rosbag:{bag}"\n\n[source]\ncolor_topic = "/rgb"\ndepth_topic = "/d"\ntolerance_ms = 5\n'
+    )
+    events = tmp_path / "e.jsonl"
+    argv = ["--config", str(config), "--model", str(oracle_artifact), "--headless", "--events", str(events)]
+    assert main(argv) == 0
+    assert "rosbag: 3 pairs of /rgb + /d (stamps within 5 ms" in capsys.readouterr().out
+    assert len(events.read_text().splitlines()) == 3

@@ -180,36 +180,58 @@ class RosbagSource(Source):
 
     # --- pairing --------------------------------------------------------------------------------
 
-    def _messages(self, topics: Sequence[str]) -> Iterator[Tuple[str, Any]]:
-        """(topic, decoded message) in the bag's order; damage becomes a one-line SourceError."""
+    def _raw_messages(self, topics: Sequence[str]) -> Iterator[Tuple[Any, bytes]]:
+        """(connection, raw bytes) in the bag's order; damage becomes a one-line SourceError."""
         connections = [c for c in self._reader.connections if c.topic in topics]
         iterator = self._reader.messages(connections=connections)
         while True:
             try:
                 connection, _, raw = next(iterator)
-                msg = self._reader.deserialize(raw, connection.msgtype)
             except StopIteration:
                 return
             except Exception as exc:  # noqa: BLE001 - rosbags raises many types for damaged data
-                raise SourceError(
-                    f"rosbag {self.path} is damaged ({_one_line(exc)}); the file is truncated or corrupt"
-                ) from None
+                raise self._damaged(exc) from None
+            yield connection, raw
+
+    def _messages(self, topics: Sequence[str]) -> Iterator[Tuple[str, Any]]:
+        """(topic, decoded message) in the bag's order."""
+        for connection, raw in self._raw_messages(topics):
+            try:
+                msg = self._reader.deserialize(raw, connection.msgtype)
+            except Exception as exc:  # noqa: BLE001
+                raise self._damaged(exc) from None
             yield connection.topic, msg
 
+    def _damaged(self, exc: BaseException) -> SourceError:
+        return SourceError(f"rosbag {self.path} is damaged ({_one_line(exc)}); the file is truncated or corrupt")
+
     def _read_stamps(self) -> None:
-        """Pass 1: every colour and depth stamp (in bag order), and the first camera_info."""
+        """Pass 1: every colour and depth stamp (in bag order), and the first camera_info.
+
+        Stamps are read from the start of each raw message (the header comes first in both
+        encodings), so this pass does not decode the images.
+        """
         info_topic = self.info_topic or camera_info_topic(self.color_topic)
         topics = self._reader.topics
         if self.info_topic is not None and info_topic not in topics:
             raise SourceError(f"rosbag {self.path} has no topic {info_topic} (info_topic); it has: {self.topics}")
         read_info = info_topic in topics and _ros_type(topics[info_topic].msgtype) == INFO_TYPE
         self._stamps = {self.color_topic: [], self.depth_topic: []}
-        for topic, msg in self._messages([self.color_topic, self.depth_topic] + ([info_topic] if read_info else [])):
-            if topic == info_topic:
+        wanted = [self.color_topic, self.depth_topic] + ([info_topic] if read_info else [])
+        for connection, raw in self._raw_messages(wanted):
+            if connection.topic == info_topic:
                 if self.intrinsics is None:
-                    self.intrinsics = rosmsg.intrinsics_of(msg)
+                    try:
+                        info = self._reader.deserialize(raw, connection.msgtype)
+                    except Exception as exc:  # noqa: BLE001
+                        raise self._damaged(exc) from None
+                    self.intrinsics = rosmsg.intrinsics_of(info)
                 continue
-            self._stamps[topic].append(rosmsg.stamp_ns(msg.header))
+            try:
+                stamp = rosmsg.raw_header_stamp_ns(raw, ros2=self._reader.is2)
+            except ValueError as exc:
+                raise self._damaged(exc) from None
+            self._stamps[connection.topic].append(stamp)
         self.info_topic = info_topic if read_info else None
         for what, topic in (("colour", self.color_topic), ("depth", self.depth_topic)):
             if not self._stamps[topic]:
