@@ -78,7 +78,10 @@ class _McapFile:
         self.final = final
         self.temp = _temp_name(final, ".part")
         self._fh = open(self.temp, "xb")
-        self._writer = Writer(self._fh, compression=CompressionType.ZSTD)
+        # LZ4 chunks without CRCs: with the writer's defaults (zstd, CRCs) bench/bench_ros.py wrote
+        # 640x480 results 3-5x slower, too slow for a 30 FPS camera on a small CPU. Foxglove and
+        # rosbag2 read LZ4; the MCAP format makes the CRCs optional.
+        self._writer = Writer(self._fh, compression=CompressionType.LZ4, enable_crcs=False)
         self._writer.start(profile="ros2", library="edge-mm")
         self._schemas: Dict[str, int] = {}
 
