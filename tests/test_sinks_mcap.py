@@ -268,3 +268,30 @@ def test_ctrl_c_leaves_a_complete_mcap_up_to_the_last_frame(tmp_path, oracle_art
         np.testing.assert_allclose(times, [r["timestamp_ms"] * 1e6 for r in rows], rtol=0, atol=1000)
     assert len(rows) >= 5
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_edge_mm_run_with_clip_writes_its_labels_and_query_hits(tmp_path, oracle_artifact, capsys):
+    """The CLIP events the --events log gets are the /edge_mm/clip messages of the MCAP, one for one."""
+    from retrieval_support import tiny_clip_artifact
+
+    clip = tiny_clip_artifact(tmp_path)
+    bag, _, stamps = _bag(tmp_path, count=8)
+    out, events = tmp_path / "clip.mcap", tmp_path / "e.jsonl"
+    argv = ["--model", str(oracle_artifact), "--camera", f"rosbag:{bag}", "--headless", "--quiet"]
+    argv += ["--out", str(out), "--events", str(events), "--clip", str(clip), "--labels", "red,green,blue"]
+    argv += ["--query", "a red object", "--query-threshold", "-1", "--clip-rate", "1000"]
+    assert main(argv) == 0, capsys.readouterr().err
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    clip_events = [e for e in lines if e.get("type") in ("clip", "clip_query")]
+    assert any(e["type"] == "clip_query" for e in clip_events), "the query never fired"
+    messages = read_mcap(out)["/edge_mm/clip"]
+    assert len(messages) == len(clip_events) > 0
+    for event, (stamp, msg) in zip(clip_events, messages):
+        assert stamp == stamps[event["index"]]  # the stamp of the frame CLIP looked at
+        (det,) = msg.detections
+        assert rosmsg.box_of(det) == tuple(event["box"])
+        names = [h.hypothesis.class_id for h in det.results]
+        if event["type"] == "clip":
+            assert names[0] == event["label"] in ("red", "green", "blue")
+        else:
+            assert names[0] == "query: a red object"
