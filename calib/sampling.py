@@ -17,8 +17,8 @@ from edge_mm.clip.preprocess import ClipPreprocess, preprocess_image
 from edge_mm.clip.tokenizer import tokenize
 from edge_mm.datasets import RgbdFolderDataset
 from edge_mm.errors import CalibrationError, UsageError
-from edge_mm.rgbd import RgbdPreprocess, preprocess_rgbd
-from edge_mm.spec import ModelSpec
+from edge_mm.saliency_io import SaliencyIO
+from edge_mm.spec import SALIENCY_KINDS, ModelSpec
 from edge_mm.synthetic import SceneGenerator
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -139,21 +139,19 @@ def sample(spec: ModelSpec, source: str, count: int, seed: int, progress: bool =
     bar: Callable = lambda it, total: tqdm(
         it, total=total, desc="calibration samples", unit="sample", disable=not progress
     )  # noqa: E731
-    if spec.kind == "cdinet":
-        pre = RgbdPreprocess.from_dict(spec.preprocess)
+    if spec.kind in SALIENCY_KINDS:
+        # The spec decides input names, layouts and channels (edge_mm.saliency_io), for CDINet and imports.
+        io = SaliencyIO.from_spec(spec)
         if kind == "folder":  # a dataset folder: the training loader's own reading and preprocessing
-            dataset = RgbdFolderDataset(arg, pre, with_gt=False)
+            dataset = RgbdFolderDataset(arg, io.pre, with_gt=False)
             items = [dataset[i] for i in bar(_pick(len(dataset), count, seed), count)]
-            return {"rgb": np.stack([it["rgb"] for it in items]), "depth": np.stack([it["depth"] for it in items])}
-        rgbs, depths = [], []
-        for bgr, depth in bar(_rgbd_frames(kind, arg, pre.size, count, seed), count):
-            rgb, dep = preprocess_rgbd(bgr, depth, pre)
-            rgbs.append(rgb)
-            depths.append(dep)
-        return {"rgb": np.stack(rgbs), "depth": np.stack(depths)}
+            return io.arrange(np.stack([it["rgb"] for it in items]), np.stack([it["depth"] for it in items]))
+        parts = [io.feeds([bgr], [depth]) for bgr, depth in bar(_rgbd_frames(kind, arg, io.size, count, seed), count)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     if spec.kind == "clip-image":
         pre = ClipPreprocess.from_dict(spec.preprocess)
         images = [preprocess_image(img, pre) for img in bar(_clip_images(kind, arg, count, seed), count)]
-        return {"image": np.stack(images)}
+        return {spec.inputs[0].name: np.stack(images)}
     context = int(spec.preprocess.get("context_length", 77))
-    return {"input_ids": tokenize(_captions(kind, arg, count, seed), context_length=context, truncate=True)}
+    ids = tokenize(_captions(kind, arg, count, seed), context_length=context, truncate=True)
+    return {spec.inputs[0].name: ids.astype(spec.inputs[0].dtype, copy=False)}

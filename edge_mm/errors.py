@@ -65,3 +65,7 @@ class CameraError(SourceError):
 
 class IndexStoreError(EdgeMMError):
     """A retrieval index that is missing, corrupt, or made by another model."""
+
+
+class CardError(EdgeMMError):
+    """A model card (export.import_onnx) that is malformed or contradicts its ONNX graph."""

@@ -39,6 +39,12 @@ _INTERPOLATIONS = {
 }
 _COLOUR_ORDERS = ("rgb", "bgr")
 _DEPTH_SCALINGS = ("frame", "range")
+# What the model's input values are before mean/std: "0-1" (pixel / 255, torchvision's ToTensor) or
+# "0-255" (raw pixel values, mean/std in the same units, as Caffe-era and some TF models expect).
+INPUT_RANGES = ("0-1", "0-255")
+# Fields added after format 1 was fixed: to_dict leaves them out at their defaults, so the specs (and
+# spec digests) of existing CDINet artifacts and calibration sets do not change.
+_LATER_FIELDS = {"rgb_input_range": "0-1", "depth_input_range": "0-1"}
 # Colour and depth are "the same view" if their aspect ratios agree this closely (decimated
 # RealSense depth is padded to 4-pixel alignment, which shifts the ratio by well under 1%).
 _ASPECT_TOLERANCE = 0.03
@@ -58,6 +64,8 @@ class RgbdPreprocess:
     interpolation / antialias: resize of colour and depth; antialias blurs shrinking axes first
         (like PIL's bilinear in the official loaders); growing axes are plain interpolation.
     colour_order: channel order the model expects ("rgb" for CDINet and torchvision backbones).
+    rgb_input_range / depth_input_range: "0-1" (value / 255 before mean/std, the default) or
+        "0-255" (raw 8-bit values; mean/std then in 0-255 units).
     """
 
     size: Tuple[int, int] = (256, 256)
@@ -73,6 +81,8 @@ class RgbdPreprocess:
     interpolation: str = "bilinear"
     antialias: bool = True
     colour_order: str = "rgb"
+    rgb_input_range: str = "0-1"
+    depth_input_range: str = "0-1"
 
     def __post_init__(self) -> None:
         # JSON gives lists; store tuples so a round trip compares equal and the spec is hashable.
@@ -116,6 +126,9 @@ class RgbdPreprocess:
             raise UsageError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got {self.interpolation!r}")
         if self.colour_order not in _COLOUR_ORDERS:
             raise UsageError(f"colour_order must be one of {_COLOUR_ORDERS}, got {self.colour_order!r}")
+        for name in _LATER_FIELDS:
+            if getattr(self, name) not in INPUT_RANGES:
+                raise UsageError(f"{name} must be one of {INPUT_RANGES}, got {getattr(self, name)!r}")
 
     @property
     def height(self) -> int:
@@ -130,6 +143,9 @@ class RgbdPreprocess:
         for key, value in data.items():
             if isinstance(value, tuple):
                 data[key] = list(value)
+        for name, default in _LATER_FIELDS.items():
+            if data[name] == default:
+                del data[name]
         data["type"] = SPEC_TYPE
         return data
 
@@ -238,9 +254,10 @@ def preprocess_rgb(bgr: np.ndarray, spec: RgbdPreprocess) -> np.ndarray:
     small = resize(bgr, spec.size, spec.interpolation, spec.antialias)
     order = (2, 1, 0) if spec.colour_order == "rgb" else (0, 1, 2)
     out = np.empty((3,) + tuple(spec.size), dtype=np.float32)
+    divisor = 255.0 if spec.rgb_input_range == "0-1" else 1.0
     for channel, source in enumerate(order):
         # x / 255 then (x - mean) / std, folded into one multiply-add per pixel.
-        scale = 1.0 / (255.0 * spec.rgb_std[channel])
+        scale = 1.0 / (divisor * spec.rgb_std[channel])
         offset = -spec.rgb_mean[channel] / spec.rgb_std[channel]
         np.multiply(small[:, :, source], np.float32(scale), out=out[channel], dtype=np.float32)
         out[channel] += np.float32(offset)
@@ -311,13 +328,14 @@ def preprocess_depth(depth_unit: np.ndarray, spec: RgbdPreprocess) -> np.ndarray
     small = resize(depth_unit, spec.size, spec.interpolation, spec.antialias)
     small = np.clip(small, 0.0, 1.0)  # bicubic can overshoot
     out = np.empty((1,) + tuple(spec.size), dtype=np.float32)
+    divisor = 255.0 if spec.depth_input_range == "0-1" else 1.0
     if spec.quantize_depth_8bit:
         np.multiply(small, np.float32(255.0), out=out[0])
         np.rint(out[0], out=out[0])
-        scale = 1.0 / (255.0 * spec.depth_std)
+        scale = 1.0 / (divisor * spec.depth_std)
     else:
         out[0] = small
-        scale = 1.0 / spec.depth_std
+        scale = 255.0 / (divisor * spec.depth_std)
     out[0] *= np.float32(scale)
     out[0] -= np.float32(spec.depth_mean / spec.depth_std)
     return out

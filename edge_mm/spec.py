@@ -6,9 +6,10 @@ preprocess, run and postprocess an artifact. Torch-free.
 Layout (format 1):
     {
       "format": 1,
-      "kind": "cdinet" | "clip-image" | "clip-text",
+      "kind": "cdinet" | "rgbd-saliency" | "rgb-saliency" | "clip-image" | "clip-text",
       "name": "cdinet-s",                      # model name as given to build_engine
-      "inputs":  [{"name", "dtype", "layout", "shape"}],   # shape entries: int or axis name
+      "inputs":  [{"name", "dtype", "layout", "shape", "role"}],   # shape entries: int or axis name
+                                                # role: rgb | depth | ids ("" = implied by the name)
       "outputs": [{"name", "dtype", "layout", "shape"}],
       "preprocess": {...},    # kind-specific: edge_mm.rgbd.RgbdPreprocess / edge_mm.clip.preprocess
       "postprocess": {...},   # e.g. {"activation": "sigmoid"} or {"l2_normalized": true}
@@ -31,7 +32,11 @@ from edge_mm.errors import ArtifactError
 
 SPEC_FORMAT = 1
 METADATA_KEY = "edge_mm"
-KINDS = ("cdinet", "clip-image", "clip-text")
+KINDS = ("cdinet", "rgbd-saliency", "rgb-saliency", "clip-image", "clip-text")
+# Kinds whose graph maps a frame to a saliency map: CDINet (edge-mm's export) and imported models
+# (python -m export.import_onnx). edge_mm.saliency_io reads their inputs and output from the spec.
+SALIENCY_KINDS = ("cdinet", "rgbd-saliency", "rgb-saliency")
+ROLES = ("rgb", "depth", "ids")
 
 
 @dataclasses.dataclass
@@ -40,6 +45,14 @@ class TensorSpec:
     dtype: str
     shape: List[Union[int, str]]
     layout: str = ""
+    role: str = ""  # rgb | depth | ids; "" in edge-mm's own exports, where the name says it
+
+    def key(self) -> Dict[str, Any]:
+        """The fields that decide the input bytes; an empty role is left out so older digests stay."""
+        data = dataclasses.asdict(self)
+        if not self.role:
+            del data["role"]
+        return data
 
 
 @dataclasses.dataclass
@@ -91,7 +104,7 @@ class ModelSpec:
 
     def digest(self) -> str:
         """A stable hash of what decides the input bytes: kind, inputs and preprocessing."""
-        key = {"kind": self.kind, "inputs": [dataclasses.asdict(t) for t in self.inputs], "preprocess": self.preprocess}
+        key = {"kind": self.kind, "inputs": [t.key() for t in self.inputs], "preprocess": self.preprocess}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 

@@ -28,7 +28,8 @@ from torch import nn
 from edge_mm import __version__ as EDGE_MM_VERSION
 from edge_mm.errors import ExportError
 from edge_mm.registry import DEFAULT_BATCH, DEFAULT_CDINET_SIDE, cdinet_spec, clip_image_spec, clip_text_spec
-from edge_mm.spec import METADATA_KEY, ModelSpec
+from edge_mm.spec import ModelSpec
+from export.metadata import attach_spec
 from export.models import LoadedModel
 
 OPSET = 17
@@ -163,15 +164,6 @@ def clip_graphs(loaded: LoadedModel, profile: Profile = Profile()) -> List[Graph
 
 def graphs_for(loaded: LoadedModel, profile: Profile = Profile()) -> List[Graph]:
     return [cdinet_graph(loaded, profile)] if loaded.family == "cdinet" else clip_graphs(loaded, profile)
-
-
-def attach_spec(model: onnx.ModelProto, spec: ModelSpec) -> None:
-    """Write the spec JSON into metadata_props under `edge_mm` (replacing an older one)."""
-    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
-    del model.metadata_props[:]
-    for prop in kept:
-        model.metadata_props.add(key=prop.key, value=prop.value)
-    model.metadata_props.add(key=METADATA_KEY, value=spec.to_json())
 
 
 def check_model(model: onnx.ModelProto, what: str) -> None:

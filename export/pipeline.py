@@ -16,7 +16,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -27,9 +27,11 @@ from edge_mm import __version__ as EDGE_MM_VERSION
 from edge_mm.atomic import atomic_dir
 from edge_mm.errors import CalibrationError, UsageError
 from edge_mm.spec import ModelSpec, sha256_file
-from export import parity, report, variants
-from export.models import LoadedModel
-from export.onnx import OPSET, Graph, Profile, export_graph, graphs_for
+from export import report, variants
+
+if TYPE_CHECKING:  # torch lives behind these; the helpers below also serve export.import_onnx, which is torch-free
+    from export.models import LoadedModel
+    from export.onnx import Graph, Profile
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
@@ -50,7 +52,7 @@ class ExportOptions:
     selection_count: int = 16  # CDINet INT8 exclusion search
     int8_budget: float = variants.CDINET_SELECTION_BUDGET
     threads: int = 0  # ONNX Runtime intra-op threads (0: its default)
-    profile: Profile = Profile()  # TensorRT profile hints in the spec (max batch, CDINet max side)
+    profile: Optional["Profile"] = None  # TensorRT profile hints in the spec (None: export.onnx.Profile())
     trt_parse_check: bool = True  # parse every variant with TensorRT-RTX when it is installed
 
 
@@ -198,6 +200,8 @@ class GraphResult:
 
 
 def _base_report(loaded: LoadedModel, graph: Graph) -> Dict[str, Any]:
+    from export.onnx import OPSET
+
     return {
         "format": REPORT_FORMAT,
         "model": loaded.name.text,
@@ -212,6 +216,9 @@ def _base_report(loaded: LoadedModel, graph: Graph) -> Dict[str, Any]:
 
 def export_fp32(graph: Graph, folder: Path, threads: int) -> Dict[str, Any]:
     """model.onnx + its parity report (the torch reference is computed before the export)."""
+    from export import parity
+    from export.onnx import export_graph
+
     cases = parity.parity_cases(graph.spec)
     references = parity.reference_outputs(graph, cases)
     export_graph(graph, folder / FILES["fp32"])
@@ -317,7 +324,9 @@ def export_artifact(
         raise UsageError(f"unknown precision(s) {unknown}; use fp32, fp16 and/or int8")
     out = Path(out)
     check_out_dir(out)
-    graphs = graphs_for(loaded, options.profile)
+    from export.onnx import Profile, graphs_for
+
+    graphs = graphs_for(loaded, options.profile or Profile())
     is_clip = loaded.family == "clip"
     wants_int8 = "int8" in options.precisions
     given = load_calibration_sets(options.calib_paths, [g.spec for g in graphs]) if options.calib_paths else {}

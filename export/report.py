@@ -22,7 +22,7 @@ import numpy as np
 from edge_mm.clip.preprocess import ClipPreprocess, preprocess_image
 from edge_mm.clip.tokenizer import tokenize
 from edge_mm.rgbd import RgbdPreprocess
-from edge_mm.spec import ModelSpec
+from edge_mm.spec import ModelSpec, TensorSpec
 from edge_mm.synthetic import COLOURS, SHAPES, SceneGenerator, as_sample
 from export.precision.compare import compare_outputs
 
@@ -204,14 +204,23 @@ def _cosines(reference: Dict[str, np.ndarray], candidate: Dict[str, np.ndarray])
 
 
 def clip_embeddings(
-    image_paths: Dict[str, Path], text_paths: Dict[str, Path], eval_set: Dict[str, Any], threads: int = 0
+    image_paths: Dict[str, Path],
+    text_paths: Dict[str, Path],
+    eval_set: Dict[str, Any],
+    threads: int = 0,
+    image_input: str = "image",
+    text_input: TensorSpec = TensorSpec("input_ids", "int64", []),
 ):
+    """Embeddings of every variant; the input names (and the ids' dtype) are the graphs' own (imports differ)."""
     images = {
-        p: {k: run_onnx(path, {"image": eval_set[k]}, threads) for k in ("crops", "scene_images")}
+        p: {k: run_onnx(path, {image_input: eval_set[k]}, threads) for k in ("crops", "scene_images")}
         for p, path in image_paths.items()
     }
     texts = {
-        p: {k: run_onnx(path, {"input_ids": eval_set[k]}, threads) for k in ("class_ids", "captions")}
+        p: {
+            k: run_onnx(path, {text_input.name: eval_set[k].astype(text_input.dtype, copy=False)}, threads)
+            for k in ("class_ids", "captions")
+        }
         for p, path in text_paths.items()
     }
     return images, texts

@@ -127,45 +127,42 @@ def mask_iou(mask: np.ndarray, ground_truth: np.ndarray) -> float:
 
 
 class SaliencyModel:
-    """One CDINet artifact on one backend: frame -> model inputs -> saliency map -> SaliencyResult.
+    """One saliency artifact on one backend: frame -> model inputs -> saliency map -> SaliencyResult.
 
-    The preprocessing comes from the artifact's spec (colour order, size, normalisation, depth range
-    and polarity), so the runtime feeds the model exactly what it was exported with.
+    Everything model-specific comes from the artifact's spec through edge_mm.saliency_io: which
+    input takes colour and which depth (none for an RGB-only model), layout, size, normalisation,
+    depth range and polarity, which output is the map and whether it holds logits. So an imported
+    model (python -m export.import_onnx) runs exactly like edge-mm's own CDINet export.
     """
 
     def __init__(self, backend: Any, threshold: Optional[float] = 0.5, min_area_frac: float = 0.0005) -> None:
         from edge_mm.errors import UsageError
-        from edge_mm.rgbd import RgbdPreprocess
+        from edge_mm.saliency_io import SaliencyIO
+        from edge_mm.spec import SALIENCY_KINDS
 
         spec = backend.spec
-        if spec.kind != "cdinet":
+        if spec.kind not in SALIENCY_KINDS:
             raise UsageError(
-                f"edge-mm-run shows RGB-D saliency (CDINet artifacts); {spec.name} is a {spec.kind} artifact: "
-                "use it with edge-mm-index, or point --model at a cdinet artifact"
+                f"edge-mm-run shows saliency ({', '.join(SALIENCY_KINDS)} artifacts); {spec.name} is a {spec.kind} "
+                "artifact: use it with edge-mm-index, or point --model at a saliency artifact"
             )
         if threshold and not 0.0 < threshold < 1.0:
             raise UsageError(f"--threshold {threshold} must be in (0, 1), or 0 to turn the mask and box off")
         self.backend = backend
         self.spec = spec
-        self.preprocess_spec = RgbdPreprocess.from_dict(spec.preprocess)
+        self.io = SaliencyIO.from_spec(spec)
+        self.preprocess_spec = self.io.pre
         self.threshold = threshold
         self.min_area_frac = min_area_frac
-        names = [t.name for t in spec.inputs]
-        # CDINet specs name the colour input "rgb" and the depth input "depth" (edge_mm.registry.cdinet_spec).
-        if sorted(names) != ["depth", "rgb"]:
-            raise UsageError(f"{spec.name} takes inputs {names}; edge-mm-run expects CDINet's rgb and depth")
-        self.output_name = spec.outputs[0].name
-        # "output": "probability" (the sigmoid is inside the graph) or "logits" (apply it after resizing).
-        self.logits = spec.postprocess.get("output") == "logits"
+        self.output_name = self.io.output.name
+        self.logits = self.io.logits
 
-    def preprocess(self, color: np.ndarray, depth_m: np.ndarray) -> Dict[str, np.ndarray]:
-        from edge_mm.rgbd import preprocess_rgbd
-
-        rgb, depth = preprocess_rgbd(color, depth_m, self.preprocess_spec)
-        return {"rgb": rgb[None], "depth": depth[None]}
+    def preprocess(self, color: np.ndarray, depth_m: Optional[np.ndarray]) -> Dict[str, np.ndarray]:
+        return self.io.feeds([color], [depth_m])
 
     def infer(self, feeds: Dict[str, np.ndarray]) -> np.ndarray:
-        return self.backend.infer(feeds)[self.output_name]
+        """Feeds -> the (1, h, w) map (logits or probabilities, see self.logits)."""
+        return self.io.maps(self.backend.infer(feeds))
 
     def postprocess(
         self, pred: np.ndarray, frame_size: Tuple[int, int], depth_m: Optional[np.ndarray]
@@ -174,7 +171,6 @@ class SaliencyModel:
 
     def warm_up(self, runs: int = 2) -> None:
         """Run the model on blank inputs so the first real frame is not slowed by lazy initialisation."""
-        h, w = self.preprocess_spec.size
-        feeds = {"rgb": np.zeros((1, 3, h, w), np.float32), "depth": np.zeros((1, 1, h, w), np.float32)}
+        feeds = self.io.blank_feeds()
         for _ in range(runs):
             self.infer(feeds)
