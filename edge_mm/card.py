@@ -57,6 +57,7 @@ _ROLE_KEYS = {
     },
     "ids": {"role", "tokenizer", "context_length", "eot", "pad_id"},
 }
+ROOT = ""  # the `where` of the card's top level
 _SALIENCY_OUTPUT_KEYS = {"name", "meaning", "layout", "channel", "resize"}
 _EMBEDDING_OUTPUT_KEYS = {"name", "normalized"}
 
@@ -116,16 +117,21 @@ def _table(data: Dict[str, Any], key: str, where: str) -> Dict[str, Any]:
     return value
 
 
+def _at(where: str) -> str:
+    """How a message names a place in the card: "card" (its root) or "card [inputs.rgb]"."""
+    return "card" if where == ROOT else f"card [{where}]"
+
+
 def _unknown(table: Dict[str, Any], known: set, where: str) -> None:
     extra = sorted(set(table) - known)
     if extra:
-        raise CardError(f"card [{where}] has unknown key {extra[0]!r}; known keys: {', '.join(sorted(known))}")
+        raise CardError(f"{_at(where)} has unknown key {extra[0]!r}; known keys: {', '.join(sorted(known))}")
 
 
 def _choice(table: Dict[str, Any], key: str, allowed: Sequence[Any], default: Any, where: str) -> Any:
     value = table.get(key, default)
     if value not in allowed:
-        raise CardError(f"card [{where}] {key} = {value!r} is not one of {', '.join(map(repr, allowed))}")
+        raise CardError(f"{_at(where)} {key} = {value!r} is not one of {', '.join(map(repr, allowed))}")
     return value
 
 
@@ -314,18 +320,21 @@ def _saliency_output(card: Dict[str, Any], graph: GraphInfo) -> Tuple[TensorInfo
     return tensor, post, layout
 
 
-def _rgbd_preprocess(rgb: Dict[str, Any], depth: Optional[Dict[str, Any]], size: Tuple[int, int]) -> RgbdPreprocess:
+def _rgbd_preprocess(
+    rgb: Dict[str, Any], depth: Optional[Dict[str, Any]], size: Tuple[int, int], rgb_where: str, depth_where: str
+) -> RgbdPreprocess:
+    w = rgb_where
     fields: Dict[str, Any] = {
         "size": size,
-        "colour_order": _choice(rgb, "colour_order", ("rgb", "bgr"), "rgb", "inputs.rgb"),
-        "rgb_mean": _numbers(rgb, "mean", 3, IMAGENET_MEAN, "inputs.rgb"),
-        "rgb_std": _numbers(rgb, "std", 3, IMAGENET_STD, "inputs.rgb"),
-        "rgb_input_range": _choice(rgb, "scaling", INPUT_RANGES, "0-1", "inputs.rgb"),
-        "interpolation": _choice(rgb, "resize", ("bilinear", "bicubic", "area", "nearest"), "bilinear", "inputs.rgb"),
-        "antialias": _bool(rgb, "antialias", True, "inputs.rgb"),
+        "colour_order": _choice(rgb, "colour_order", ("rgb", "bgr"), "rgb", w),
+        "rgb_mean": _numbers(rgb, "mean", 3, IMAGENET_MEAN, w),
+        "rgb_std": _numbers(rgb, "std", 3, IMAGENET_STD, w),
+        "rgb_input_range": _choice(rgb, "scaling", INPUT_RANGES, "0-1", w),
+        "interpolation": _choice(rgb, "resize", ("bilinear", "bicubic", "area", "nearest"), "bilinear", w),
+        "antialias": _bool(rgb, "antialias", True, w),
     }
     if depth is not None:
-        where = "inputs.depth"
+        where = depth_where
         range_m = depth.get("range_m", [0.2, 6.0])
         fields.update(
             depth_mean=_numbers(depth, "mean", 1, 0.485, where)[0],
@@ -351,12 +360,13 @@ def saliency_spec(card: Dict[str, Any], graph: GraphInfo, name: str) -> ModelSpe
     by_role: Dict[str, Tuple[str, Dict[str, Any]]] = {}
     for input_name, table in inputs.items():
         role = _choice(table, "role", ("rgb", "depth"), None, f"inputs.{input_name}")
-        _unknown(table, _ROLE_KEYS[role], f"inputs.{input_name}")
         if role in by_role:
             raise CardError(
                 f"card inputs {by_role[role][0]!r} and {input_name!r} both have role {role!r}; give each its own role"
             )
         by_role[role] = (input_name, table)
+    for role, (input_name, table) in by_role.items():
+        _unknown(table, _ROLE_KEYS[role], f"inputs.{input_name}")
     if "rgb" not in by_role:
         raise CardError(f"card has no input with role 'rgb'; the graph's inputs are {graph.describe_inputs()}")
     if kind == "rgbd-saliency" and "depth" not in by_role:
@@ -375,9 +385,10 @@ def saliency_spec(card: Dict[str, Any], graph: GraphInfo, name: str) -> ModelSpe
     card_size = _size(rgb["size"], "size", f"inputs.{rgb_name}") if "size" in rgb else None
     size = _fit_size(card_size, dims, rgb_tensor, f"inputs.{rgb_name}")
     tensors = [(rgb_tensor, rgb_layout, "rgb", dims)]
-    depth_table = None
+    depth_table, depth_where = None, ""
     if "depth" in by_role:
         depth_name, depth_table = by_role["depth"]
+        depth_where = f"inputs.{depth_name}"
         depth_tensor = _graph_input(graph, depth_name)
         depth_layout = _choice(depth_table, "layout", LAYOUTS, "NCHW", f"inputs.{depth_name}")
         _check_float(depth_tensor, f"inputs.{depth_name}")
@@ -389,7 +400,7 @@ def saliency_spec(card: Dict[str, Any], graph: GraphInfo, name: str) -> ModelSpe
             )
         _fit_size(tuple(size), depth_dims, depth_tensor, f"inputs.{depth_name}")
         tensors.append((depth_tensor, depth_layout, "depth", depth_dims))
-    pre = _rgbd_preprocess(rgb, depth_table, tuple(size))
+    pre = _rgbd_preprocess(rgb, depth_table, tuple(size), f"inputs.{rgb_name}", depth_where)
 
     out_tensor, post, out_layout = _saliency_output(card, graph)
     batch = _batch_axis(rgb_tensor, f"inputs.{rgb_name}", dynamic_needed=False)
@@ -546,7 +557,7 @@ def clip_text_spec(section: Dict[str, Any], graph: GraphInfo, name: str) -> Mode
 def card_kind(card: Dict[str, Any]) -> str:
     if card.get("format", CARD_FORMAT) != CARD_FORMAT:
         raise CardError(f"card format {card.get('format')!r} is not supported; this edge-mm reads format {CARD_FORMAT}")
-    return _choice(card, "kind", CARD_KINDS, None, "card root")
+    return _choice(card, "kind", CARD_KINDS, None, ROOT)
 
 
 def card_name(card: Dict[str, Any], default: str) -> str:
@@ -559,7 +570,7 @@ def card_name(card: Dict[str, Any], default: str) -> str:
 def check_root(card: Dict[str, Any]) -> None:
     kind = card_kind(card)
     known = {"format", "kind", "name", "description"} | ({"image", "text"} if kind == "clip" else {"inputs", "output"})
-    _unknown(card, known, "card root")
+    _unknown(card, known, ROOT)
 
 
 def saliency_spec_from_card(card: Dict[str, Any], graph: GraphInfo, default_name: str, int8: bool = True) -> ModelSpec:

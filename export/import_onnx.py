@@ -163,7 +163,9 @@ def identity(specs: Sequence[ModelSpec], sources: Sequence[Path], card_path: Pat
         spec.source_weights_sha256 = combined
         spec.exporter = {"edge_mm": EDGE_MM_VERSION, "onnx": onnx.__version__, "importer": "export.import_onnx"}
         spec.extra = dict(
-            spec.extra, imported={"files": [p.name for p in sources], "sha256": digests, "card": card_path.name}, card=card
+            spec.extra,
+            imported={"files": [p.name for p in sources], "sha256": digests, "card": card_path.name},
+            card=card,
         )
 
 
@@ -229,7 +231,9 @@ def smoke_check(path: Path, spec: ModelSpec, threads: int) -> None:
         maps = io.maps(backend.infer(io.feeds([scene.bgr], [scene.depth_m])))
     lo, hi = float(maps.min()), float(maps.max())
     if not np.isfinite([lo, hi]).all():
-        raise CardError(f"the graph's output {io.output.name!r} is not finite on a synthetic scene; check the card's mean/std")
+        raise CardError(
+            f"the graph's output {io.output.name!r} is not finite on a synthetic scene; check the card's mean/std"
+        )
     if not io.logits and (lo < -PROBABILITY_SLACK or hi > 1 + PROBABILITY_SLACK):
         raise CardError(
             f"card [output] meaning = 'probability' but the graph's {io.output.name!r} gave values in "
@@ -279,7 +283,9 @@ def _finish(folder: Path, paths: Dict[str, Path], rep: Dict[str, Any], options: 
         rep["tensorrt_rtx_parser"] = parsed if parsed is not None else "tensorrt_rtx not installed"
         bad = {p: r for p, r in (parsed or {}).items() if r != "ok"}
         if "fp32" in bad:
-            raise CardError(f"TensorRT-RTX's ONNX parser rejects the graph ({bad['fp32'][:200]}); export it with supported operators")
+            raise CardError(
+                f"TensorRT-RTX's ONNX parser rejects the graph ({bad['fp32'][:200]}); export it with supported operators"
+            )
 
 
 def _variant_paths(folder: Path) -> Dict[str, Path]:
@@ -291,7 +297,9 @@ def import_saliency(
 ) -> Dict[str, Any]:
     card = read_card(card_path)
     model = load_graph(onnx_path)
-    spec = saliency_spec_from_card(card, graph_info(model, str(onnx_path)), onnx_path.stem, "int8" in options.precisions)
+    spec = saliency_spec_from_card(
+        card, graph_info(model, str(onnx_path)), onnx_path.stem, "int8" in options.precisions
+    )
     identity([spec], [onnx_path], card_path, card)
     given = load_calibration_sets(options.calib_paths, [spec]) if options.calib_paths else {}
     check_out_dir(out)
@@ -302,7 +310,9 @@ def import_saliency(
             onnx.save(adopt(model, spec), str(tmp / FILES["fp32"]))
             smoke_check(tmp / FILES["fp32"], spec, options.threads)
         with progress.stage("calibration", options.calib_source if not given else "the given set"):
-            calib = calibration_set(spec, options.calib_source, options, given) if "int8" in options.precisions else None
+            calib = (
+                calibration_set(spec, options.calib_source, options, given) if "int8" in options.precisions else None
+            )
             if calib is not None:
                 rep["calibration"] = dict(calib.manifest, count=calib.count)
                 write_json(tmp / CALIBRATION, rep["calibration"])
@@ -314,7 +324,9 @@ def import_saliency(
             rep["evaluation"] = _evaluation_header(
                 options, size=list(spec.preprocess["size"]), s_measure_tolerance=reporting.SOD_TOLERANCE
             )
-        with progress.stage("checks", "TensorRT-RTX ONNX parser on every file" if options.trt_parse_check else "skipped"):
+        with progress.stage(
+            "checks", "TensorRT-RTX ONNX parser on every file" if options.trt_parse_check else "skipped"
+        ):
             _finish(tmp, paths, rep, options)
         rep["timings_s"] = dict(progress.timings)
         write_json(tmp / REPORT, rep)
@@ -373,7 +385,9 @@ def import_clip(
             header = _evaluation_header(
                 options, crops=len(eval_set["crops"]), captions=len(eval_set["captions"]), prompt=reporting.CLIP_PROMPT
             )
-        with progress.stage("checks", "TensorRT-RTX ONNX parser on every file" if options.trt_parse_check else "skipped"):
+        with progress.stage(
+            "checks", "TensorRT-RTX ONNX parser on every file" if options.trt_parse_check else "skipped"
+        ):
             for role, paths in (("image", image_paths), ("text", text_paths)):
                 reports[role]["evaluation"] = header
                 _finish(tmp / role, paths, reports[role], options)
@@ -404,7 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m export.import_onnx", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("model", nargs="?", type=Path, help="the ONNX file of a saliency model (rgbd- or rgb-saliency card)")
+    parser.add_argument(
+        "model", nargs="?", type=Path, help="the ONNX file of a saliency model (rgbd- or rgb-saliency card)"
+    )
     parser.add_argument("--image", type=Path, help="CLIP-like: the image encoder's ONNX file")
     parser.add_argument("--text", type=Path, help="CLIP-like: the text encoder's ONNX file")
     parser.add_argument("--card", type=Path, required=True, help="the model card (TOML; docs/model_card.md)")
@@ -418,10 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--text-calib-source", default="synthetic", help="CLIP-like text graph: synthetic or captions:FILE.txt"
     )
-    parser.add_argument("--calib", type=Path, action="append", default=[], help="stored set(s) from python -m calib.build")
+    parser.add_argument(
+        "--calib", type=Path, action="append", default=[], help="stored set(s) from python -m calib.build"
+    )
     parser.add_argument("--calib-count", type=int, default=64, help="calibration samples (default 64)")
     parser.add_argument("--calib-seed", type=int, default=0)
-    parser.add_argument("--eval-count", type=int, default=32, help="held-out synthetic scenes for report.json (default 32)")
+    parser.add_argument(
+        "--eval-count", type=int, default=32, help="held-out synthetic scenes for report.json (default 32)"
+    )
     parser.add_argument("--eval-seed", type=int, default=reporting.EVAL_SEED)
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads (default: its own)")
     engine = parser.add_argument_group("engines (export.engine, as export.build_engine)")
@@ -436,7 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _sources(args: argparse.Namespace, kind: str) -> Tuple[Path, ...]:
     if kind == "clip":
         if args.model is not None or args.image is None or args.text is None:
-            raise UsageError("a 'clip' card imports two graphs: pass --image IMAGE.onnx --text TEXT.onnx (no MODEL.onnx)")
+            raise UsageError(
+                "a 'clip' card imports two graphs: pass --image IMAGE.onnx --text TEXT.onnx (no MODEL.onnx)"
+            )
         return args.image, args.text
     if args.model is None or args.image is not None or args.text is not None:
         raise UsageError(f"a {kind!r} card imports one graph: pass MODEL.onnx (not --image/--text)")
@@ -471,7 +493,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         summary = import_saliency(sources[0], args.card, args.out, options)
         for precision, entry in summary["variants"].items():
             drop = entry.get("s_measure_drop")
-            print(f"  {precision}: S-measure {entry['sod']['s_measure']:.4f}" + (f", drop {drop:+.4f}" if drop is not None else ""))
+            print(
+                f"  {precision}: S-measure {entry['sod']['s_measure']:.4f}"
+                + (f", drop {drop:+.4f}" if drop is not None else "")
+            )
     print(f"wrote {args.out} ({', '.join(args.precision)}) in {time.perf_counter() - start:.1f} s")
     engine_options = EngineOptions(
         no_engine=args.no_engine, flavour=args.flavour, target_sm=args.target_sm, workspace_mb=args.workspace_mb

@@ -1,0 +1,307 @@
+"""export.import_onnx with a graph edge-mm's exporter did not make (built here with onnx.helper).
+
+The graph: colour "image_nhwc" and depth "dmap", both NHWC, colour in 0-255 units, depth with a
+fixed metric range and far-is-bright polarity, a probability map out in NHWC. It is imported
+(torch unimportable), its variants are made, and the runtime's saliency map on the D435 recording
+and on synthetic scenes equals a hand-written reference: the card's preprocessing written out
+here in plain numpy/OpenCV, the ORIGINAL file run with ONNX Runtime directly, and a bilinear resize.
+Then the bad cards: each is one line naming the problem, exit 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+from import_support import NHWC_CARD, nhwc_two_input_net
+from runtime_support import read_events
+from support import ROOT
+
+from edge_mm.synthetic import SceneGenerator
+
+# Import without torch: a finder that refuses torch, in a fresh interpreter. (sys.modules["torch"] = None
+# would do the same for our code, but scipy's array-API helper, reached through PySODMetrics in the
+# report, calls getattr() on whatever sys.modules["torch"] holds and crashes on None.)
+_IMPORT_WITHOUT_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision"):
+            raise ImportError("torch is not installed here")
+sys.meta_path.insert(0, NoTorch())
+from export.import_onnx import cli
+code = cli(sys.argv[1:])
+assert not [m for m in sys.modules if m.split(".")[0] == "torch"], "torch was imported"
+sys.exit(code)
+"""
+
+
+def import_without_torch(*args) -> subprocess.CompletedProcess:
+    env_args = [sys.executable, "-c", _IMPORT_WITHOUT_TORCH, *map(str, args)]
+    return subprocess.run(env_args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("nhwc")
+    onnx_path = nhwc_two_input_net(folder / "third_party.onnx")
+    card = folder / "card.toml"
+    card.write_text(NHWC_CARD)
+    out = folder / "artifact"
+    done = import_without_torch(
+        onnx_path, "--card", card, "--out", out, "--calib-count", "6", "--eval-count", "4", "--threads", "1"
+    )
+    assert done.returncode == 0, done.stderr
+    return onnx_path, out
+
+
+# ---- the hand-written reference ---------------------------------------------------------------------
+
+
+def reference_feeds(bgr: np.ndarray, depth_m: np.ndarray) -> dict:
+    """NHWC_CARD's preprocessing written out: RGB, 64x48, (x - mean) / std in 0-255 units; depth clipped
+    to 0.3-4.0 m, (d - 0.3) / 3.7 (far is bright), holes 1.0, (u - 0.5) / 0.25."""
+    rgb = cv2.resize(bgr, (64, 48), interpolation=cv2.INTER_LINEAR)[:, :, ::-1].astype(np.float64)
+    rgb = (rgb - np.array([120.0, 115.0, 100.0])) / np.array([60.0, 58.0, 57.0])
+    valid = np.isfinite(depth_m) & (depth_m > 0)
+    unit = (np.clip(np.nan_to_num(depth_m), 0.3, 4.0) - 0.3) / 3.7
+    unit = np.where(valid, unit, 1.0).astype(np.float32)
+    unit = np.clip(cv2.resize(unit, (64, 48), interpolation=cv2.INTER_LINEAR), 0.0, 1.0).astype(np.float64)
+    depth = (unit - 0.5) / 0.25
+    return {"image_nhwc": rgb[None].astype(np.float32), "dmap": depth[None, :, :, None].astype(np.float32)}
+
+
+def reference_probability(onnx_path: Path, bgr: np.ndarray, depth_m: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (prob,) = session.run(["prob"], reference_feeds(bgr, depth_m))
+    h, w = bgr.shape[:2]
+    return np.clip(cv2.resize(prob[0, :, :, 0], (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+
+
+def recording_frames(bag: Path):
+    from runtime.sources import open_source
+
+    with open_source(f"recording:{bag}") as source:
+        return [(f.color, f.depth_m) for f in source]
+
+
+def synthetic_frames(count: int = 3):
+    generator = SceneGenerator(size=(120, 160), seed=5)
+    scenes = [generator.generate(i) for i in range(count)]
+    for scene in scenes:  # holes, as a camera gives them
+        scene.depth_m[:10, :20] = 0.0
+    return [(s.bgr, s.depth_m) for s in scenes]
+
+
+def runtime_model(artifact: Path, precision: str = "fp32"):
+    from runtime.artifact import Artifact
+    from runtime.backends.select import select_backend
+    from runtime.saliency import SaliencyModel
+
+    return SaliencyModel(select_backend(Artifact(artifact), "ort-cpu", precision, threads=1).backend)
+
+
+# ---- the artifact ---------------------------------------------------------------------------------
+
+
+def test_artifact_has_every_file_and_the_spec(imported):
+    from runtime.artifact import Artifact
+
+    _, out = imported
+    artifact = Artifact(out)
+    assert artifact.variants() == ["fp32", "fp16", "int8"]
+    spec = artifact.spec
+    assert spec.kind == "rgbd-saliency" and spec.name == "helper-nhwc"
+    assert [(t.name, t.role, t.layout) for t in spec.inputs] == [
+        ("image_nhwc", "rgb", "NHWC"),
+        ("dmap", "depth", "NHWC"),
+    ]
+    assert spec.inputs[0].shape == ["batch", "height", "width", 3]
+    assert spec.profile == {"batch": [1, 1, 8], "height": [48, 48, 96], "width": [64, 64, 128]}
+    assert spec.postprocess["output"] == "probability" and spec.postprocess["output_name"] == "prob"
+    for precision in ("fp16", "int8"):  # the spec is in every file's metadata
+        from runtime.artifact import read_onnx_spec
+
+        assert read_onnx_spec(artifact.onnx_path(precision)).digest() == spec.digest()
+    report = artifact.report()
+    assert report["kind"] == "rgbd-saliency" and report["weights"]["source"] == "import"
+    assert set(report["variants"]) == {"fp32", "fp16", "int8"}
+    assert report["variants"]["int8"]["vs_fp32"]["mae"] < 0.05
+    assert report["calibration"]["source"] == "synthetic" and report["calibration"]["count"] == 6
+    assert json.loads((out / "calibration.json").read_text())["spec_digest"] == spec.digest()
+
+
+def test_runtime_equals_the_reference_on_the_d435_recording(imported, d435_bag):
+    onnx_path, out = imported
+    model = runtime_model(out)
+    frames = recording_frames(d435_bag)
+    assert frames
+    for color, depth_m in frames:
+        got = model.postprocess(model.infer(model.preprocess(color, depth_m)), color.shape[:2], depth_m).prob
+        want = reference_probability(onnx_path, color, depth_m)
+        assert got.shape == color.shape[:2]
+        np.testing.assert_allclose(got, want, atol=2e-5)
+        assert want.std() > 1e-3  # the map is not flat: the comparison can fail
+
+
+def test_runtime_equals_the_reference_on_synthetic_scenes(imported):
+    onnx_path, out = imported
+    model = runtime_model(out)
+    for color, depth_m in synthetic_frames():
+        got = model.postprocess(model.infer(model.preprocess(color, depth_m)), color.shape[:2], depth_m).prob
+        np.testing.assert_allclose(got, reference_probability(onnx_path, color, depth_m), atol=2e-5)
+
+
+def test_variants_run_close_to_fp32(imported):
+    _, out = imported
+    color, depth_m = synthetic_frames(1)[0]
+    maps = {}
+    for precision in ("fp32", "fp16", "int8"):
+        model = runtime_model(out, precision)
+        maps[precision] = model.postprocess(model.infer(model.preprocess(color, depth_m)), color.shape[:2], None).prob
+    assert np.abs(maps["fp16"] - maps["fp32"]).max() < 5e-3
+    assert 0 < np.abs(maps["int8"] - maps["fp32"]).mean() < 0.05
+
+
+@pytest.mark.parametrize("camera", ["recording", "synthetic"])
+def test_edge_mm_run_on_the_import(imported, d435_bag, tmp_path, camera):
+    """The command users type, unchanged: its events are the reference map's box and score."""
+    from runtime.cli import main
+    from runtime.saliency import analyse_saliency
+
+    onnx_path, out = imported
+    events = tmp_path / "events.jsonl"
+    uri = f"recording:{d435_bag}" if camera == "recording" else "synthetic:5"
+    args = ["--model", out, "--camera", uri, "--headless", "--precision", "fp32", "--backend", "ort-cpu"]
+    args += ["--threads", "1", "--events", events, "--quiet", "--frames", "2"]
+    if camera == "synthetic":
+        args += ["--size", "160x120"]
+    assert main([str(a) for a in args]) == 0
+    lines = read_events(events)
+    assert lines and all("box" in line for line in lines)
+    if camera == "recording":
+        (color, depth_m), line = recording_frames(d435_bag)[0], lines[0]
+        want = analyse_saliency(reference_probability(onnx_path, color, depth_m), color.shape[:2], depth_m)
+        assert line["box"] == (list(want.box) if want.box is not None else None)
+        assert line["score"] == pytest.approx(want.score, abs=1e-4)
+
+
+# ---- bad cards ------------------------------------------------------------------------------------
+
+# (what to change in NHWC_CARD, words the one-line error must contain)
+BAD_CARDS = [
+    (
+        ("[inputs.dmap]", "[inputs.depth]"),
+        "card input 'depth' is not in the graph; the graph's inputs are image_nhwc[n,h,w,3], dmap[n,h,w,1]",
+    ),
+    (
+        ('layout = "NHWC"\ncolour_order', 'layout = "NCHW"\ncolour_order'),
+        "says layout NCHW (3 channels on axis 1) but the graph's image_nhwc is image_nhwc[n,h,w,3]",
+    ),
+    (
+        ('name = "prob"', 'name = "probability"'),
+        "card output 'probability' is not in the graph; the graph's outputs are prob[n,h,w,1]",
+    ),
+    (
+        ('meaning = "probability"\nlayout = "NHWC"', 'meaning = "probability"\nlayout = "NCHW"'),
+        "graph output prob[n,h,w,1] cannot be a saliency map with layout NCHW",
+    ),
+    (('kind = "rgbd-saliency"', 'kind = "rgb-saliency"'), "card kind 'rgb-saliency' has a depth input 'dmap'"),
+    (('role = "depth"', 'role = "rgb"'), "card inputs 'image_nhwc' and 'dmap' both have role 'rgb'"),
+    (
+        ("mean = [120.0, 115.0, 100.0]", "mean = [120.0, 115.0]"),
+        "card [inputs.image_nhwc] mean = [120.0, 115.0] must be 3 number(s)",
+    ),
+    (
+        ('scaling = "0-255"', 'scaling = "0-65535"'),
+        "card [inputs.image_nhwc] scaling = '0-65535' is not one of '0-1', '0-255'",
+    ),
+    (("std = 0.25", "stdev = 0.25"), "card [inputs.dmap] has unknown key 'stdev'"),
+    (('meaning = "probability"', 'meaning = "logits"\nchannel = -1'), "card [output] channel = -1 must be an int >= 0"),
+    (
+        ('meaning = "probability"', 'meaning = "odds"'),
+        "card [output] meaning = 'odds' is not one of 'probability', 'logits'",
+    ),
+    (("range_m = [0.3, 4.0]", "range_m = [4.0, 0.3]"), "depth_range_m must be (near, far) metres with 0 <= near < far"),
+    (("size = [48, 64]\n", ""), "has dynamic height/width; give the size frames are resized to"),
+    (
+        ("max_size = [96, 128]", "max_size = [32, 128]"),
+        "heights must satisfy min_size <= size <= max_size, got 48 <= 48 <= 32",
+    ),
+    (('kind = "rgbd-saliency"', 'kind = "detector"'), "error: card kind = 'detector' is not one of"),
+    (("[output]", "[outputs]"), "error: card has unknown key 'outputs'"),
+    (("format = 1", 'format = 1\nkind = "x'), "is not valid TOML"),
+]
+
+
+@pytest.fixture(scope="module")
+def graph_file(tmp_path_factory):
+    return nhwc_two_input_net(tmp_path_factory.mktemp("bad") / "g.onnx")
+
+
+@pytest.mark.parametrize("change,words", BAD_CARDS, ids=[w[:40] for _, w in BAD_CARDS])
+def test_bad_card_is_one_line(graph_file, tmp_path, capsys, change, words):
+    from export.import_onnx import cli
+
+    old, new = change
+    assert old in NHWC_CARD, old
+    card = tmp_path / "bad.toml"
+    card.write_text(NHWC_CARD.replace(old, new, 1))
+    out = tmp_path / "out"
+    assert cli([str(graph_file), "--card", str(card), "--out", str(out), "--no-engine"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: ") and words in err, err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_an_opset_tensorrt_cannot_parse(tmp_path, capsys):
+    from export.import_onnx import cli
+
+    graph = nhwc_two_input_net(tmp_path / "old.onnx", opset=7)
+    card = tmp_path / "card.toml"
+    card.write_text(NHWC_CARD)
+    assert cli([str(graph), "--card", str(card), "--out", str(tmp_path / "out"), "--no-engine"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has opset 7; TensorRT's ONNX parser reads opsets 9-25" in err and "\n" not in err
+
+
+def test_a_probability_card_on_a_logits_graph(tmp_path, capsys):
+    """The card says probability, the graph's values leave [0, 1]: the first run catches it."""
+    import onnx
+
+    from export.import_onnx import cli
+
+    path = nhwc_two_input_net(tmp_path / "g.onnx")
+    model = onnx.load(str(path))
+    sigmoid = next(n for n in model.graph.node if n.op_type == "Sigmoid")
+    sigmoid.op_type, sigmoid.name = "Identity", "no_sigmoid"  # the graph now gives logits
+    onnx.save(model, str(path))
+    card = tmp_path / "card.toml"
+    card.write_text(NHWC_CARD)
+    assert cli([str(path), "--card", str(card), "--out", str(tmp_path / "out"), "--no-engine"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "meaning = 'probability' but the graph's 'prob' gave values in" in err and "set meaning = 'logits'" in err
+
+
+def test_an_output_that_cannot_be_a_saliency_map(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from export.import_onnx import cli
+
+    path = nhwc_two_input_net(tmp_path / "g.onnx")
+    model = onnx.load(str(path))
+    model.graph.node.append(helper.make_node("ReduceMean", ["prob"], ["score"], axes=[1, 2, 3], keepdims=0))
+    model.graph.output.append(helper.make_tensor_value_info("score", TensorProto.FLOAT, ["n"]))
+    onnx.save(model, str(path))
+    card = tmp_path / "card.toml"
+    card.write_text(NHWC_CARD.replace('name = "prob"', 'name = "score"'))
+    assert cli([str(path), "--card", str(card), "--out", str(tmp_path / "out"), "--no-engine"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "graph output score[n] cannot be a saliency map: it has rank 1" in err
