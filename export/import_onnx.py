@@ -19,6 +19,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -39,7 +43,7 @@ from edge_mm.card import (
     saliency_spec_from_card,
 )
 from edge_mm.cli_support import run_cli
-from edge_mm.errors import ArtifactError, CardError, UsageError
+from edge_mm.errors import ArtifactError, CardError, ExportError, UsageError
 from edge_mm.saliency_io import SaliencyIO
 from edge_mm.spec import ModelSpec, sha256_file
 from edge_mm.synthetic import SceneGenerator
@@ -195,13 +199,46 @@ def write_variants(folder: Path, calib: Optional[CalibrationSet], options: Impor
     fp32 = onnx.load(str(folder / FILES["fp32"]))
     policies: Dict[str, Any] = {}
     if "fp16" in options.precisions:
-        model, policies["fp16"] = variants.make_fp16(fp32)
-        onnx.save(model, str(folder / FILES["fp16"]))
+        policies["fp16"] = fp16_in_child(folder / FILES["fp32"], folder / FILES["fp16"])
     if "int8" in options.precisions:
         model, _ = variants.make_int8(fp32, list(calib.batches(1)))
         onnx.save(model, str(folder / FILES["int8"]))
         policies["int8"] = {**variants.int8_defaults(), "excluded_nodes": [], "qdq": variants.summary(model)}
     return policies
+
+
+_FP16_CHILD = """
+import json, sys
+import onnx
+from export import variants
+model, policy = variants.make_fp16(onnx.load(sys.argv[1]))
+onnx.save(model, sys.argv[2])
+print(json.dumps(policy))
+"""
+
+
+def fp16_in_child(source: Path, target: Path) -> Dict[str, Any]:
+    """export.variants.make_fp16 in a child process.
+
+    The conversion ends by loading the FP16 graph in ONNX Runtime, and some third-party graphs crash
+    it there rather than raise (ORT 1.32's full optimisation level on open_clip's FP16 image tower
+    dies with SIGSEGV). A child keeps the import alive: the variant is left out and the report says why.
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), *sys.path]))
+    partial = target.with_name(target.name + ".partial")
+    done = subprocess.run(
+        [sys.executable, "-c", _FP16_CHILD, str(source), str(partial)], capture_output=True, text=True, env=env
+    )
+    if done.returncode == 0:
+        partial.replace(target)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    partial.unlink(missing_ok=True)
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    if done.returncode > 0 and errors:
+        raise ExportError(errors[-1].split(": ", 1)[-1][:300])
+    reason = f"not written: the conversion or ONNX Runtime loading the FP16 graph crashed (exit {done.returncode})"
+    print(f"      fp16: {reason}")
+    return {"written": False, "reason": reason}
 
 
 # ---- running the imported graph ---------------------------------------------------------------------
