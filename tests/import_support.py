@@ -80,3 +80,11 @@ def nhwc_two_input_net(path: Path, seed: int = 0, opset: int = 17) -> Path:
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return path
+
+
+def recording_frames(bag: Path) -> list:
+    """(colour, depth metres) of every frame of a recording, read by the runtime's own source."""
+    from runtime.sources import open_source
+
+    with open_source(f"recording:{bag}") as source:
+        return [(f.color, f.depth_m) for f in source]

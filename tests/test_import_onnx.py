@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
-from import_support import NHWC_CARD, nhwc_two_input_net
+from import_support import NHWC_CARD, nhwc_two_input_net, recording_frames
 from runtime_support import read_events
 from support import ROOT
 
@@ -82,13 +82,6 @@ def reference_probability(onnx_path: Path, bgr: np.ndarray, depth_m: np.ndarray)
     (prob,) = session.run(["prob"], reference_feeds(bgr, depth_m))
     h, w = bgr.shape[:2]
     return np.clip(cv2.resize(prob[0, :, :, 0], (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
-
-
-def recording_frames(bag: Path):
-    from runtime.sources import open_source
-
-    with open_source(f"recording:{bag}") as source:
-        return [(f.color, f.depth_m) for f in source]
 
 
 def synthetic_frames(count: int = 3):

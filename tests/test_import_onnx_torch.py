@@ -109,8 +109,9 @@ def test_spec_is_rgb_only_with_logits(imported):
 
 
 def test_runtime_equals_the_reference(imported, d435_bag):
+    from import_support import recording_frames
+
     from edge_mm.synthetic import SceneGenerator
-    from test_import_onnx import recording_frames
 
     onnx_path, out = imported
     model = _model(out)
