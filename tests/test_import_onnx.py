@@ -298,3 +298,54 @@ def test_an_output_that_cannot_be_a_saliency_map(tmp_path, capsys):
     assert cli([str(path), "--card", str(card), "--out", str(tmp_path / "out"), "--no-engine"]) == 2
     err = capsys.readouterr().err.strip()
     assert "graph output score[n] cannot be a saliency map: it has rank 1" in err
+
+
+# ---- edge-mm-eval --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """An RGB/depth/GT folder (16-bit millimetre depth, with holes) of synthetic scenes."""
+    root = tmp_path_factory.mktemp("dataset")
+    for sub in ("RGB", "depth", "GT"):
+        (root / sub).mkdir()
+    generator = SceneGenerator(size=(96, 128), seed=21)
+    for i in range(4):
+        scene = generator.generate(i)
+        depth_mm = np.rint(scene.depth_m * 1000.0).astype(np.uint16)
+        depth_mm[:8, :8] = 0
+        cv2.imwrite(str(root / "RGB" / f"s{i}.png"), scene.bgr)
+        cv2.imwrite(str(root / "depth" / f"s{i}.png"), depth_mm)
+        cv2.imwrite(str(root / "GT" / f"s{i}.png"), scene.mask)
+    return root
+
+
+def test_edge_mm_eval_on_the_import_equals_the_reference(imported, dataset, tmp_path):
+    """Same protocol and metrics as edge-mm-eval cdinet: map at GT size, per-image min-max, PySODMetrics."""
+    from edge_mm.evaluate.cli import main
+    from edge_mm.evaluate.metrics import SodMetrics
+
+    onnx_path, out = imported
+    assert main(["artifact", "--model", str(out), "--data", str(dataset), "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    got = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert got["metrics"]["count"] == 4 and got["model"]["kind"] == "rgbd-saliency"
+
+    reference = SodMetrics()
+    for i in range(4):
+        bgr = cv2.imread(str(dataset / "RGB" / f"s{i}.png"), cv2.IMREAD_COLOR)
+        depth_m = cv2.imread(str(dataset / "depth" / f"s{i}.png"), cv2.IMREAD_UNCHANGED).astype(np.float32) * 0.001
+        gt = cv2.imread(str(dataset / "GT" / f"s{i}.png"), cv2.IMREAD_GRAYSCALE)
+        prob = reference_probability(onnx_path, bgr, depth_m)
+        prob = (prob - prob.min()) / (prob.max() - prob.min() + 1e-8)
+        pred = np.rint(prob * 255.0).astype(np.uint8)
+        assert np.abs(pred.astype(int) - cv2.imread(str(tmp_path / "a" / "pred" / f"s{i}.png"), 0)).max() <= 1
+        reference.step(pred, gt)
+    want = reference.results()
+    for name in ("s_measure", "max_f", "mean_f", "max_e", "mae"):
+        assert got["metrics"][name] == pytest.approx(want[name], abs=2e-3), name
+
+    # `edge-mm-eval cdinet --weights DIR` takes the artifact folder as the model: the same numbers.
+    torch = pytest.importorskip("torch")  # edge_mm.evaluate.cdinet itself imports torch
+    del torch
+    assert main(["cdinet", "--weights", str(out), "--data", str(dataset), "--out", str(tmp_path / "c"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["metrics"] == got["metrics"]

@@ -102,7 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights",
         default=None,
-        help="cdinet-s (demo, default), a .pth path (official or edge-mm-train checkpoint), or 'random'",
+        help="cdinet-s (demo, default), a .pth path (official or edge-mm-train checkpoint), 'random', "
+        "or an artifact folder (export.build_engine / export.import_onnx; run on ONNX Runtime FP32)",
     )
     parser.add_argument(
         "--variant",
@@ -131,6 +132,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge_mm.evaluate import artifact
+
+    if artifact.is_artifact(args.weights):  # an exported or imported model folder: its spec, the runtime's backends
+        args.backend, args.precision = "auto", "fp32"
+        return artifact.run(args, model_dir=args.weights)
     if args.threads:
         torch.set_num_threads(int(args.threads))
     data = parse_data_arg(args.data)

@@ -1,4 +1,4 @@
-"""`edge-mm-eval`: one subcommand per model (cdinet); predictions and metrics.json under --out."""
+"""`edge-mm-eval`: one subcommand per model (cdinet, artifact); predictions and metrics.json under --out."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from edge_mm.cli_support import build_subcommand_parser, run_cli
 
 SUBCOMMANDS = {
     "cdinet": ("edge_mm.evaluate.cdinet", "evaluate CDINet with the official test pipeline and PySODMetrics"),
+    "artifact": ("edge_mm.evaluate.artifact", "evaluate any saliency artifact (export or import) the same way"),
 }
 
 
