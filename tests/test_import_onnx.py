@@ -349,3 +349,73 @@ def test_edge_mm_eval_on_the_import_equals_the_reference(imported, dataset, tmp_
     del torch
     assert main(["cdinet", "--weights", str(out), "--data", str(dataset), "--out", str(tmp_path / "c"), "--quiet"]) == 0
     assert json.loads((tmp_path / "c" / "metrics.json").read_text())["metrics"] == got["metrics"]
+
+
+# ---- the example cards ----------------------------------------------------------------------------
+
+
+def test_example_cdinet_card_gives_the_cdinet_spec():
+    """export/cards/cdinet-s.toml says exactly what edge-mm's own cdinet-s export puts in its spec."""
+    from edge_mm.card import GraphInfo, TensorInfo, read_card, saliency_spec_from_card
+    from edge_mm.registry import cdinet_spec, demo_preprocess, parse_model_name
+
+    card = read_card(ROOT / "export" / "cards" / "cdinet-s.toml")
+    image = ("batch", 3, "height", "width")
+    graph = GraphInfo(
+        inputs=(TensorInfo("rgb", "float32", image), TensorInfo("depth", "float32", ("batch", 1, "height", "width"))),
+        outputs=(TensorInfo("saliency", "float32", ("batch", 1, "height", "width")),),
+        opset=17,
+    )
+    spec = saliency_spec_from_card(card, graph, "x")
+    own = cdinet_spec("cdinet-s", demo_preprocess(parse_model_name("cdinet-s")))
+    assert spec.preprocess == own.preprocess
+    assert [t.shape for t in spec.inputs] == [t.shape for t in own.inputs]
+    assert spec.profile["height"] == own.profile["height"] and spec.postprocess["output"] == "probability"
+
+
+def test_example_clip_card_gives_the_clip_specs():
+    from edge_mm.card import GraphInfo, TensorInfo, clip_specs_from_card, read_card
+    from edge_mm.registry import clip_image_spec, clip_text_spec
+
+    card = read_card(ROOT / "export" / "cards" / "clip-vit-b-32.toml")
+    image = GraphInfo(
+        (TensorInfo("pixel_values", "float32", ("b", 3, 224, 224)),),
+        (TensorInfo("image_features", "float32", ("b", 512)),),
+        17,
+    )
+    text = GraphInfo(
+        (TensorInfo("text", "int64", ("b", 77)),), (TensorInfo("text_features", "float32", ("b", 512)),), 17
+    )
+    image_spec, text_spec = clip_specs_from_card(card, image, text, "x")
+    assert image_spec.preprocess == clip_image_spec("x", 224).preprocess
+    own_text = clip_text_spec("x").preprocess
+    assert {k: text_spec.preprocess[k] for k in own_text} == own_text
+    assert image_spec.extra["embed_dim"] == text_spec.extra["embed_dim"] == 512
+
+
+def test_clip_card_errors_name_both_sides():
+    from edge_mm.card import GraphInfo, TensorInfo, clip_specs_from_card, read_card
+    from edge_mm.errors import CardError
+
+    card = read_card(ROOT / "export" / "cards" / "clip-vit-b-32.toml")
+    image = GraphInfo(
+        (TensorInfo("pixel_values", "float32", ("b", 3, 224, 224)),),
+        (TensorInfo("image_features", "float32", ("b", 512)),),
+        17,
+    )
+    fixed_batch = GraphInfo((TensorInfo("pixel_values", "float32", (1, 3, 224, 224)),), image.outputs, 17)
+    text = GraphInfo(
+        (TensorInfo("text", "int64", ("b", 64)),), (TensorInfo("text_features", "float32", ("b", 256)),), 17
+    )
+    with pytest.raises(CardError, match=r"context_length 77 does not fit the graph's text\[b,64\] \(fixed 64\)"):
+        clip_specs_from_card(card, image, text, "x")
+    good_text = GraphInfo(
+        (TensorInfo("text", "int64", ("b", 77)),), (TensorInfo("text_features", "float32", ("b", 256)),), 17
+    )
+    with pytest.raises(CardError, match=r"the image graph embeds to 512 dims .* but the text graph to 256"):
+        clip_specs_from_card(card, image, good_text, "x")
+    with pytest.raises(CardError, match=r"fixed batch of 1; edge-mm embeds in batches"):
+        clip_specs_from_card(card, fixed_batch, good_text, "x")
+    card["text"]["inputs"]["text"]["tokenizer"] = "sentencepiece"
+    with pytest.raises(CardError, match=r"tokenizer = 'sentencepiece' is not one of 'clip-bpe'"):
+        clip_specs_from_card(card, image, good_text, "x")
