@@ -419,3 +419,20 @@ def test_clip_card_errors_name_both_sides():
     card["text"]["inputs"]["text"]["tokenizer"] = "sentencepiece"
     with pytest.raises(CardError, match=r"tokenizer = 'sentencepiece' is not one of 'clip-bpe'"):
         clip_specs_from_card(card, image, good_text, "x")
+
+
+def test_calibration_set_from_the_recording_matches_the_import(imported, d435_bag, tmp_path):
+    """python -m calib.build --model DIR works on an import, and the set fits its spec (so --calib accepts it)."""
+    from calib.build import main
+    from calib.store import read_set
+    from runtime.artifact import Artifact
+
+    _, out = imported
+    path = tmp_path / "d435.calib"
+    assert (
+        main(["--model", str(out), "--source", f"recording:{d435_bag}", "--count", "1", "--out", str(path), "--quiet"])
+        == 0
+    )
+    calib_set = read_set(path)
+    calib_set.check_spec(Artifact(out).spec)
+    assert calib_set.arrays["image_nhwc"].shape == (1, 48, 64, 3) and calib_set.arrays["dmap"].shape == (1, 48, 64, 1)

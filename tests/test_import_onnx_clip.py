@@ -210,3 +210,26 @@ def test_runs_as_the_clip_stage_of_edge_mm_run(artifacts, tmp_path):
     assert main([str(a) for a in args]) == 0
     summary = json.loads(stats.read_text())
     assert summary["frames"] == 3 and "clip" in summary
+
+
+def test_index_add_with_an_imported_saliency_model(artifacts, d435_bag, tmp_path, capsys):
+    """edge-mm-index add --model <imported CLIP> ... --saliency <imported saliency model> on the D435 recording."""
+    from import_support import NHWC_CARD, nhwc_two_input_net
+
+    from export.import_onnx import main as import_onnx
+    from runtime.retrieval.cli import main
+
+    _, imported, _ = artifacts
+    graph = nhwc_two_input_net(tmp_path / "sod.onnx")
+    (tmp_path / "card.toml").write_text(NHWC_CARD)
+    sod = tmp_path / "sod"
+    args = [graph, "--card", tmp_path / "card.toml", "--out", sod, "--precision", "fp32", "--eval-count", "2"]
+    assert import_onnx([str(a) for a in args + ["--no-engine"]]) == 0
+    index = tmp_path / "index"
+    args = ["add", "--model", imported, "--index", index, f"recording:{d435_bag}", "--saliency", sod]
+    args += ["--saliency-threshold", "0.3", "--backend", "ort-cpu", "--threads", "1", "--no-progress", "--json"]
+    capsys.readouterr()
+    assert main([str(a) for a in args]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # every frame went through the imported saliency model: a crop was indexed, or it found no object
+    assert summary["seen"] >= 1 and summary["added"] + summary["no_object"] == summary["seen"], summary
