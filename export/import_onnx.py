@@ -547,6 +547,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def cli(argv: Optional[List[str]] = None) -> int:
+    from export.build_engine import _interrupt_on_sigterm
+
+    _interrupt_on_sigterm()  # `kill` behaves like Ctrl-C: the temporary artifact folder is removed
     return run_cli(main, argv)
 
 
