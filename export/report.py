@@ -39,8 +39,11 @@ CDINET_BATCH = 1
 # ---- running a variant ------------------------------------------------------------------------
 
 
-def run_onnx(path: Path, feeds: Dict[str, np.ndarray], threads: int = 0, batch: int = BATCH) -> np.ndarray:
-    """The single output of `path` on `feeds`, in batches, through the runtime's ONNX Runtime backend."""
+def run_onnx(
+    path: Path, feeds: Dict[str, np.ndarray], threads: int = 0, batch: int = BATCH, output: str = ""
+) -> np.ndarray:
+    """The output named `output` (default: the first) of `path` on `feeds`, in batches, through the
+    runtime's ONNX Runtime backend."""
     from tqdm import tqdm
 
     from runtime.backends.onnxruntime import OnnxRuntimeBackend
@@ -50,7 +53,7 @@ def run_onnx(path: Path, feeds: Dict[str, np.ndarray], threads: int = 0, batch: 
     with OnnxRuntimeBackend(path, providers="cpu", threads=threads or None) as backend:
         for start in tqdm(range(0, total, batch), desc=f"running {Path(path).name}", unit="batch", leave=False):
             result = backend.infer({k: v[start : start + batch] for k, v in feeds.items()})
-            outputs.append(next(iter(result.values())))
+            outputs.append(result[output] if output else next(iter(result.values())))
     return np.concatenate(outputs)
 
 
@@ -210,15 +213,23 @@ def clip_embeddings(
     threads: int = 0,
     image_input: str = "image",
     text_input: TensorSpec = TensorSpec("input_ids", "int64", []),
+    outputs: Tuple[str, str] = ("", ""),
 ):
-    """Embeddings of every variant; the input names (and the ids' dtype) are the graphs' own (imports differ)."""
+    """Embeddings of every variant; input names, the ids' dtype and the (image, text) output names are the
+    graphs' own (an import's graphs may name them otherwise and have further outputs)."""
+    image_output, text_output = outputs
     images = {
-        p: {k: run_onnx(path, {image_input: eval_set[k]}, threads) for k in ("crops", "scene_images")}
+        p: {
+            k: run_onnx(path, {image_input: eval_set[k]}, threads, output=image_output)
+            for k in ("crops", "scene_images")
+        }
         for p, path in image_paths.items()
     }
     texts = {
         p: {
-            k: run_onnx(path, {text_input.name: eval_set[k].astype(text_input.dtype, copy=False)}, threads)
+            k: run_onnx(
+                path, {text_input.name: eval_set[k].astype(text_input.dtype, copy=False)}, threads, output=text_output
+            )
             for k in ("class_ids", "captions")
         }
         for p, path in text_paths.items()

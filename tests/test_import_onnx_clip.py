@@ -55,7 +55,9 @@ class ImageTower(torch.nn.Module):
         self.model = model
 
     def forward(self, pixel_values):
-        return self.model.encode_image(pixel_values)
+        features = self.model.encode_image(pixel_values)
+        # An extra output first, as authors' exports often have (here: a slice): the card picks by name.
+        return features[:, :4], features
 
 
 class TextTower(torch.nn.Module):
@@ -67,15 +69,15 @@ class TextTower(torch.nn.Module):
         return self.model.encode_text(text)
 
 
-def _export(module, example, path, input_name, output_name):
+def _export(module, example, path, input_name, output_names):
     with torch.no_grad():
         torch.onnx.export(
             module,
             (example,),
             str(path),
             input_names=[input_name],
-            output_names=[output_name],
-            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+            output_names=output_names,
+            dynamic_axes={input_name: {0: "batch"}, **{name: {0: "batch"} for name in output_names}},
             opset_version=17,
             dynamo=False,
         )
@@ -98,12 +100,11 @@ def artifacts(tmp_path_factory):
         for tensor in model.parameters():
             tensor.add_(torch.randn_like(tensor) * 0.05)
     torch.save(model.state_dict(), folder / "open_clip_tiny.pt")
-    _export(
-        ImageTower(model).eval(), torch.zeros(2, 3, 32, 32), folder / "image.onnx", "pixel_values", "image_features"
-    )
+    image_graph = folder / "image.onnx"
+    _export(ImageTower(model).eval(), torch.zeros(2, 3, 32, 32), image_graph, "pixel_values", ["aux", "image_features"])
     ids = torch.zeros(2, 77, dtype=torch.long)
     ids[:, 0], ids[:, 1] = 49406, 49407
-    _export(TextTower(model).eval(), ids, folder / "text.onnx", "text", "text_features")
+    _export(TextTower(model).eval(), ids, folder / "text.onnx", "text", ["text_features"])
     (folder / "card.toml").write_text(CARD)
 
     imported = folder / "imported"
