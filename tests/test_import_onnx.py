@@ -436,3 +436,55 @@ def test_calibration_set_from_the_recording_matches_the_import(imported, d435_ba
     calib_set = read_set(path)
     calib_set.check_spec(Artifact(out).spec)
     assert calib_set.arrays["image_nhwc"].shape == (1, 48, 64, 3) and calib_set.arrays["dmap"].shape == (1, 48, 64, 1)
+
+
+# ---- the spec-driven feeds and maps (edge_mm.saliency_io) -----------------------------------------
+
+
+def _io(inputs, output, post):
+    from edge_mm.rgbd import RgbdPreprocess
+    from edge_mm.saliency_io import SaliencyIO
+    from edge_mm.spec import ModelSpec
+
+    pre = RgbdPreprocess(size=(8, 10), antialias=False, quantize_depth_8bit=False).to_dict()
+    return SaliencyIO.from_spec(ModelSpec("rgbd-saliency", "t", inputs, [output], pre, post))
+
+
+def test_three_channel_depth_and_a_chosen_output_channel():
+    """BBS-Net-style depth repeated to 3 channels; a 2-channel NHWC map whose channel 1 is salient."""
+    from edge_mm.rgbd import RgbdPreprocess, preprocess_rgbd
+    from edge_mm.spec import TensorSpec
+
+    io = _io(
+        [
+            TensorSpec("c", "float32", ["batch", 3, "height", "width"], "NCHW", "rgb"),
+            TensorSpec("d3", "float32", ["batch", 3, "height", "width"], "NCHW", "depth"),
+        ],
+        TensorSpec("m", "float32", ["batch", "h", "w", 2], "NHWC"),
+        {"output": "logits", "output_name": "m", "channel": 1},
+    )
+    bgr = np.random.default_rng(0).integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    depth = np.linspace(0.5, 3.0, 16 * 20, dtype=np.float32).reshape(16, 20)
+    feeds = io.feeds([bgr], [depth])
+    rgb, dep = preprocess_rgbd(bgr, depth, RgbdPreprocess(size=(8, 10), antialias=False, quantize_depth_8bit=False))
+    np.testing.assert_array_equal(feeds["c"][0], rgb)
+    assert feeds["d3"].shape == (1, 3, 8, 10) and all(np.array_equal(feeds["d3"][0, k], dep[0]) for k in range(3))
+    out = np.stack([np.zeros((1, 4, 5)), np.full((1, 4, 5), 2.0)], axis=-1).astype(np.float32)
+    maps = io.maps({"m": out, "other": np.zeros(3)})
+    assert maps.shape == (1, 4, 5) and np.all(maps == 2.0)
+    assert io.logits and np.allclose(io.probability(maps[0], (8, 10)), 1 / (1 + np.exp(-2.0)))
+
+
+def test_rgb_only_ignores_depth_and_a_map_without_channels():
+    from edge_mm.spec import TensorSpec
+
+    io = _io(
+        [TensorSpec("x", "float32", ["batch", "height", "width", 3], "NHWC", "rgb")],
+        TensorSpec("y", "float32", ["batch", "h", "w"], "NHW"),
+        {"output": "probability", "output_name": "y"},
+    )
+    bgr = np.zeros((16, 20, 3), np.uint8)
+    feeds = io.feeds([bgr], [None])
+    assert list(feeds) == ["x"] and feeds["x"].shape == (1, 8, 10, 3)
+    assert io.maps({"y": np.full((1, 4, 5), 0.25, np.float32)}).shape == (1, 4, 5)
+    assert io.blank_feeds()["x"].shape == (1, 8, 10, 3)
