@@ -419,6 +419,7 @@ def saliency_spec(card: Dict[str, Any], graph: GraphInfo, name: str) -> ModelSpe
         for t, layout, role, _ in tensors
     ]
     spec_outputs = [TensorSpec(out_tensor.name, out_tensor.dtype, _named_map_shape(out_tensor, out_layout), out_layout)]
+    spec_outputs += _other_outputs(graph, out_tensor.name)
     return ModelSpec(
         kind=kind,
         name=name,
@@ -428,6 +429,16 @@ def saliency_spec(card: Dict[str, Any], graph: GraphInfo, name: str) -> ModelSpe
         postprocess=post,
         profile=profile,
     )
+
+
+def _other_outputs(graph: GraphInfo, chosen: str) -> List[TensorSpec]:
+    """The graph's outputs besides the chosen one, after it: a TensorRT engine has them all, and the
+    runtime checks an engine's tensor names against the spec; nothing reads them."""
+    return [
+        TensorSpec(t.name, t.dtype, [d if isinstance(d, int) else f"{t.name}_{i}" for i, d in enumerate(t.shape)])
+        for t in graph.outputs
+        if t.name != chosen
+    ]
 
 
 def _named_image_shape(tensor: TensorInfo, layout: str, role: str) -> List[Union[int, str]]:
@@ -497,7 +508,8 @@ def clip_image_spec(section: Dict[str, Any], graph: GraphInfo, name: str) -> Mod
         kind="clip-image",
         name=name,
         inputs=[TensorSpec(tensor.name, "float32", ["batch", 3, size[0], size[1]], "NCHW", "rgb")],
-        outputs=[TensorSpec(output.name, output.dtype, ["batch", output.shape[1]], "NC")],
+        outputs=[TensorSpec(output.name, output.dtype, ["batch", output.shape[1]], "NC")]
+        + _other_outputs(graph, output.name),
         preprocess=pre.to_dict(),
         postprocess={"l2_normalized": normalized},
         profile={"batch": list(batch)},
@@ -542,7 +554,8 @@ def clip_text_spec(section: Dict[str, Any], graph: GraphInfo, name: str) -> Mode
         kind="clip-text",
         name=name,
         inputs=[TensorSpec(tensor.name, tensor.dtype, ["batch", context], "NT", "ids")],
-        outputs=[TensorSpec(output.name, output.dtype, ["batch", output.shape[1]], "NC")],
+        outputs=[TensorSpec(output.name, output.dtype, ["batch", output.shape[1]], "NC")]
+        + _other_outputs(graph, output.name),
         # Same keys as edge-mm's own CLIP text spec (edge_mm.registry.clip_text_spec), plus the EOT rule.
         preprocess={"tokenizer": TOKENIZER_IDS[tokenizer], "context_length": context, "eot": eot},
         postprocess={"l2_normalized": normalized},

@@ -142,6 +142,8 @@ def test_the_import_is_a_clip_artifact(artifacts):
         if "fp16" not in graph.variants():
             assert "crashed" in graph.report()["policy"]["fp16"]["reason"]
     assert image.spec.kind == "clip-image" and image.spec.inputs[0].name == "pixel_values"
+    # the card's output first (what the runtime reads), every other graph output after it (an engine has them all)
+    assert [t.name for t in image.spec.outputs] == ["image_features", "aux"]
     assert text.spec.kind == "clip-text" and text.spec.preprocess["context_length"] == 77
     assert image.spec.source_weights_sha256 == text.spec.source_weights_sha256  # one model, two graphs
     summary = json.loads((imported / "report.json").read_text())
