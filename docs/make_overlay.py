@@ -24,6 +24,7 @@ from runtime.backends.select import select_backend  # noqa: E402
 from runtime.pipeline import Pipeline, save_snapshot  # noqa: E402
 from runtime.saliency import SaliencyModel  # noqa: E402
 from runtime.sources import open_source  # noqa: E402
+from runtime.stages.saliency import SaliencyStage  # noqa: E402
 from runtime.stats import PipelineStats  # noqa: E402
 
 
@@ -43,21 +44,26 @@ def main() -> int:
         label = f"{selection.label} | {model.spec.name} demo weights"
         picked = []
         source = open_source(f"synthetic:{args.seed}", count=args.frame + 1)
+        stage = SaliencyStage(model, label=label)
         pipeline = Pipeline(
             source,
-            model,
+            [stage],
             [],
             stats,
             max_frames=args.frame + 1,
-            render_lines=lambda: stats.overlay_lines(label),
+            render_lines=lambda: stats.overlay_lines()[:2],
             on_result=lambda r: picked.append(r) if r.frame.index == args.frame else None,
         )
         pipeline.run()
         source.close()
     with tempfile.TemporaryDirectory() as tmp:
-        overlay = next(p for p in save_snapshot(picked[0], Path(tmp), "frame") if p.name.endswith("-overlay.png"))
+        overlay = next(
+            p for p in save_snapshot(picked[0], Path(tmp), "frame", stages=[stage]) if p.name.endswith("-overlay.png")
+        )
         shutil.copyfile(overlay, args.out)
-    print(f"wrote {args.out} (frame {args.frame} of synthetic:{args.seed}, IoU {picked[0].iou:.3f})")
+    print(
+        f"wrote {args.out} (frame {args.frame} of synthetic:{args.seed}, IoU {picked[0].metrics['iou_vs_ground_truth']:.3f})"
+    )
     return 0
 
 

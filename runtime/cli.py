@@ -19,9 +19,7 @@ import argparse
 import dataclasses
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -77,9 +75,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from runtime.backends.select import BACKENDS, PRECISIONS
-    from runtime.clip_stage import add_clip_arguments
     from runtime.overlay import COLORMAPS
     from runtime.sources import SOURCE_FORMS
+    from runtime.stages import registered
 
     p = _Parser(prog="edge-mm-run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -167,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--colormap", choices=sorted(COLORMAPS), default="jet", help="heat-map colours (default jet)")
     o.add_argument("--no-overlay", action="store_true", help="start with the heat map off (o toggles it)")
     o.add_argument("--quiet", action="store_true", help="print only warnings, errors and the summary")
-    add_clip_arguments(p)
+    for factory in registered():  # each stage's own options (e.g. CLIP's --clip, --labels, --query)
+        factory.add_arguments(p)
     return p
 
 
@@ -308,32 +307,6 @@ def _write_stats(path: Path, summary: Dict[str, Any]) -> None:
     write_json(path, summary, indent=2, default=str)
 
 
-def _measure_model_alone(model: Any, console: Any) -> Dict[str, Any]:
-    """The model's own speed, timed before the run with nothing else running (it doubles as the
-    backend's warm-up), so the summary's pipeline/model ratio compares two real measurements."""
-    import numpy as np
-
-    from edge_mm.rgbd import RgbdPreprocess
-    from runtime.stats import measure_model_alone
-
-    height, width = RgbdPreprocess.from_dict(model.spec.preprocess).size
-    feeds = model.preprocess(np.zeros((height, width, 3), np.uint8), np.ones((height, width), np.float32))
-    alone = measure_model_alone(lambda: model.infer(feeds))
-    console.say(f"model alone: {alone['fps']:.1f} FPS ({alone['median_ms']:.1f} ms median of {alone['runs']} runs)")
-    return alone
-
-
-def _sigterm_as_interrupt():
-    """SIGTERM (docker stop, systemd) ends the run like Ctrl-C, so outputs are closed cleanly."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, handler)
-
-
 @dataclasses.dataclass
 class OutputPlan:
     """Where results go, decided (and checked) before anything is opened."""
@@ -380,124 +353,92 @@ def plan_outputs(args: argparse.Namespace, console: "_Console") -> OutputPlan:
     return plan
 
 
-class _Session:
-    """One run's open things (window, sinks, recording) and the key actions between frames."""
+def open_sinks(args: argparse.Namespace, plan: OutputPlan, console: "_Console", stats: Any, controls: Any, title: str):
+    """(sinks, window or None), in the order they are written; what opened is closed by the caller."""
+    from runtime.sinks import open_out_sink
+    from runtime.sinks.events import EventsSink
+    from runtime.sinks.mjpeg import MjpegServer
+    from runtime.sinks.window import WindowSink
 
-    def __init__(
-        self, args: argparse.Namespace, plan: OutputPlan, console: "_Console", stats: Any, out_fps: float
-    ) -> None:
-        from runtime.sinks.window import Controls
+    sinks: List[Any] = []
+    window = None
+    if plan.window:
+        candidate = WindowSink(controls)
+        try:
+            candidate.open()
+            window = candidate
+            sinks.append(window)
+        except Exception as exc:  # cv2.error: a GUI on paper that cannot open here
+            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            if args.window:
+                raise UsageError(f"--window: the window did not open ({detail}); use --headless") from None
+            console.warn(f"no window ({detail}); running headless")
+    if plan.out:
+        sinks.append(open_out_sink(plan.out, fps=stats.info["out_fps"]))  # video, or ROS 2 messages
+    if plan.serve:
+        server = MjpegServer(*plan.serve, stats=stats.summary, title=title)
+        sinks.append(server)
+        console.always(f"serving {server.url} (stream {server.url}stream, stats {server.url}stats)")
+    if plan.events:
+        sinks.append(EventsSink(plan.events))  # also takes the stages' events (CLIP's), as a ROS --out does
+    return sinks, window
 
-        self.args, self.plan, self.console, self.stats, self.out_fps = args, plan, console, stats, out_fps
-        self.controls = Controls(show_heatmap=not args.no_overlay)
-        self.sinks: List[Any] = []
-        self.window: Any = None
-        self.recording: Any = None
-        self.pipeline: Any = None
-        self.clip: Any = None  # runtime.clip_stage.ClipStage with --clip
-        self.events: Any = None  # the --events sink, which also takes CLIP's events
+
+class _Progress:
+    """A pipeline subscriber: the periodic progress line and the --stats file while running."""
+
+    def __init__(self, args: argparse.Namespace, plan: OutputPlan, console: "_Console", stats: Any) -> None:
+        self.interval, self.plan, self.console, self.stats = args.stats_interval, plan, console, stats
         self._last_print = time.perf_counter()
 
-    def open_sinks(self, title: str) -> None:
-        from runtime.sinks import open_out_sink
-        from runtime.sinks.events import EventsSink
-        from runtime.sinks.mjpeg import MjpegServer
-        from runtime.sinks.window import WindowSink
-
-        if self.plan.window:
-            window = WindowSink(self.controls)
-            try:
-                window.open()
-                self.window = window
-                self.sinks.append(window)
-            except Exception as exc:  # cv2.error: a GUI on paper that cannot open here
-                detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-                if self.args.window:
-                    raise UsageError(f"--window: the window did not open ({detail}); use --headless") from None
-                self.console.warn(f"no window ({detail}); running headless")
-        if self.plan.out:
-            self.sinks.append(open_out_sink(self.plan.out, fps=self.out_fps))
-        if self.plan.serve:
-            server = MjpegServer(*self.plan.serve, stats=self.stats.summary, title=title)
-            self.sinks.append(server)
-            self.console.always(f"serving {server.url} (stream {server.url}stream, stats {server.url}stats)")
-        if self.plan.events:
-            self.events = EventsSink(self.plan.events)
-            self.sinks.append(self.events)
-
-    def on_result(self, result: Any) -> None:
-        """Between frames, on the main thread: progress, snapshot and record keys."""
-        from runtime.pipeline import save_snapshot
-
-        if self.clip is not None:
-            # CLIP takes the newest salient crop at its own rate and never blocks this loop.
-            self.clip.submit(result.frame, result.saliency)
-            for event in self.clip.drain_events():
-                for sink in self.sinks:  # the --events log and a ROS --out take CLIP's events
-                    if hasattr(sink, "write_event"):
-                        sink.write_event(event)
+    def __call__(self, result: Any) -> None:
         now = time.perf_counter()
-        if self.args.stats_interval and now - self._last_print >= self.args.stats_interval:
+        if self.interval and now - self._last_print >= self.interval:
             self._last_print = now
             self.console.say(self.stats.progress_line())
             if self.plan.stats:
                 _write_stats(Path(self.plan.stats), {**self.stats.summary(), "complete": False})
-        if self.controls.snapshot_requested:
-            self.controls.snapshot_requested = False
-            paths = save_snapshot(result, self.plan.snapshot_dir)
-            self.console.always(f"snapshot: {', '.join(str(p) for p in paths)}")
-        if self.controls.record_toggle_requested:
-            self.controls.record_toggle_requested = False
-            self.toggle_recording()
 
-    def toggle_recording(self) -> None:
-        from runtime.sinks.video import VideoSink
 
-        if self.recording is None:
-            path = self.plan.snapshot_dir / time.strftime("record-%Y%m%d-%H%M%S.mp4")
-            self.recording = VideoSink(path, fps=self.out_fps)
-            self.pipeline.sinks.insert(0, self.recording)
-            self.console.always(f"recording to {path} (r stops)")
-        else:
-            sink, self.recording = self.recording, None
-            self.pipeline.sinks.remove(sink)
-            sink.close()
-            self.console.always(f"recording stopped: {sink.path} ({sink.frames_written} frames)")
+def build_stages(args: argparse.Namespace, ctx: Any) -> List[Any]:
+    """Every registered stage that this run asks for, in pipeline order (closed here if one fails)."""
+    from runtime.stages import registered
 
-    def close(self) -> None:
-        if self.clip is not None:
-            self.clip.stop()
-        for sink in ([self.recording] if self.recording else []) + self.sinks:
-            try:
-                sink.close()
-            except Exception as exc:  # noqa: BLE001 - close the others regardless
-                self.console.warn(f"closing {sink.describe()} failed: {exc}")
+    stages: List[Any] = []
+    try:
+        for factory in registered():
+            stage = factory.from_args(args, ctx)
+            if stage is not None:
+                stages.append(stage)
+    except BaseException:
+        _close_all(reversed(stages), _Console(quiet=True))
+        raise
+    return stages
+
+
+def _close_all(things: Any, console: "_Console") -> None:
+    for thing in things:
+        try:
+            thing.close()
+        except Exception as exc:  # noqa: BLE001 - close the others regardless
+            console.warn(f"closing {thing.describe()} failed: {exc}")
 
 
 def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
-    from runtime.backends.select import select_backend
-    from runtime.clip_stage import clip_stage_from_args
-    from runtime.pipeline import Pipeline
-    from runtime.saliency import SaliencyModel
+    from runtime.pipeline import Pipeline, StopSignals
+    from runtime.sinks.video import VideoSink
+    from runtime.sinks.window import Controls
     from runtime.sources import open_source, parse_source_uri
+    from runtime.stages import AssemblyContext
     from runtime.stats import PipelineStats, format_summary
 
     console = _Console(args.quiet)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    path = model_dir(args)
+    open_artifact(path)  # a missing or broken model fails before a camera is opened
 
-    # The model, and the backend that runs it.
-    artifact = open_artifact(model_dir(args))
-    selection = select_backend(artifact, args.backend, args.precision, threads=args.threads, warn=console.warn)
-    backend = selection.backend
-    try:
-        model = SaliencyModel(backend, threshold=args.threshold or None)
-        size = model.preprocess_spec.size
-        provider = getattr(backend, "provider", None)
-        console.say(f"model: {artifact.path} ({model.spec.name}, input {size[0]}x{size[1]})")
-        console.say(f"backend: {selection.label}{f' [{provider}]' if provider else ''} - {selection.reason}")
-        model.warm_up()
-
-        # Where frames come from, how many, and where results go.
+    # One SIGINT/SIGTERM handler for the whole run: setup is cut short, the frame loop stops between frames.
+    with StopSignals() as signals:
         uri = resolve_camera(args.camera, console.say)
         kind, _ = parse_source_uri(uri)
         frames = args.frames
@@ -508,58 +449,68 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
         source = open_source(uri, **source_options(args, uri, config_source_options, frames))
         if getattr(source, "summary", ""):
             console.say(source.summary)
-
+        stages: List[Any] = []
+        sinks: List[Any] = []
         stats = PipelineStats()
-        stats.info = {
-            "model": model.spec.name,
-            "artifact": str(artifact.path),
-            "backend": selection.label,
-            "backend_reason": selection.reason,
-            "provider": provider,
-            "input_size": list(size),
-            "source": source.name,
-            "live": bool(source.live),
-        }
-        session = _Session(args, plan, console, stats, args.out_fps or float(getattr(source, "fps", None) or 30.0))
-        outcome = None
-        previous_sigterm = _sigterm_as_interrupt()
+        outcome = pipeline = None
         try:
-            session.open_sinks(title=f"{model.spec.name} on {source.name}")
-            session.clip = clip_stage_from_args(args, source_name=source.name, warn=console.warn)
-            if session.clip is not None:
-                console.say(f"clip: {args.clip} beside the saliency stream")
-            stats.info["outputs"] = [s.describe() for s in session.sinks] + (
-                [f"stats {plan.stats}"] if plan.stats else []
+            ctx = AssemblyContext(
+                say=console.say,
+                warn=console.warn,
+                open_artifact=open_artifact,
+                model_path=path,
+                source_name=source.name,
+                source_live=bool(source.live),
             )
-            label = f"{selection.label} | {model.spec.name}"
-            window = session.window
-            session.pipeline = Pipeline(
+            stages = build_stages(args, ctx)
+            info: Dict[str, Any] = {}
+            for stage in stages:
+                info.update(stage.info())
+            backend_kind = info.pop("backend_kind", None)
+            out_fps = args.out_fps or float(getattr(source, "fps", None) or 30.0)
+            stats.info = {**info, "source": source.name, "live": bool(source.live), "out_fps": out_fps}
+            stats.info["stages"] = [stage.name for stage in stages]
+            controls = Controls(show_heatmap=not args.no_overlay)
+            title = f"{info.get('model', 'edge-mm-run')} on {source.name}"
+            sinks, window = open_sinks(args, plan, console, stats, controls, title)
+            stats.info["outputs"] = [s.describe() for s in sinks] + ([f"stats {plan.stats}"] if plan.stats else [])
+            pipeline = Pipeline(
                 source,
-                model,
-                session.sinks,
+                stages,
+                sinks,
                 stats,
                 max_frames=frames,
-                workers=args.workers or (1 if selection.kind == "ort-cpu" else 2),
-                controls=session.controls,
-                render_lines=lambda: (
-                    stats.overlay_lines(label) + (session.clip.overlay_lines() if session.clip else [])
-                ),
-                alpha=args.alpha,
-                colormap=args.colormap,
-                on_result=session.on_result,
+                workers=args.workers or (1 if backend_kind == "ort-cpu" else 2),
+                controls=controls,
+                render_lines=lambda: stats.overlay_lines()[:2],
+                on_result=_Progress(args, plan, console, stats),
                 idle=(lambda: window.poll(30)) if window else None,
+                snapshot_dir=plan.snapshot_dir,
+                make_recording=lambda: VideoSink(
+                    plan.snapshot_dir / time.strftime("record-%Y%m%d-%H%M%S.mp4"), fps=out_fps
+                ),
+                announce=console.always,
+                signals=signals,
             )
-            stats.model_alone = _measure_model_alone(model, console)
+            for stage in stages:
+                alone = stage.measure_alone()
+                if alone is not None:  # the pipeline's model: the stage whose inference sets its pace
+                    stats.model_alone = alone
+                    console.say(
+                        f"model alone: {alone['fps']:.1f} FPS ({alone['median_ms']:.1f} ms median of {alone['runs']} runs)"
+                    )
+                    break
             console.say(
                 f"running: {source.name} -> {', '.join(stats.info['outputs']) or 'nothing'} "
                 f"({'live, newest frame' if source.live else 'every frame once'}; Ctrl-C stops)"
             )
-            outcome = session.pipeline.run()
+            outcome = pipeline.run()
         finally:
-            session.close()
+            _close_all(reversed(stages), console)  # CLIP stops before its events are summed up
+            if pipeline is not None:
+                pipeline.flush_events()  # what a stage's own thread finished after the last frame
+            _close_all((pipeline.sinks if pipeline is not None else sinks), console)
             source.close()
-            if previous_sigterm is not None:
-                signal.signal(signal.SIGTERM, previous_sigterm)
             if outcome is not None:
                 summary = {
                     **stats.summary(),
@@ -567,12 +518,12 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
                     "stop_reason": outcome.reason,
                     "error": str(outcome.error) if outcome.error else None,
                 }
-                if session.clip is not None:
-                    summary["clip"] = session.clip.stats()
+                for stage in stages:
+                    part = stage.summary()
+                    if part is not None:
+                        summary[stage.name] = part
                 if plan.stats:
                     _write_stats(Path(plan.stats), summary)
-    finally:
-        backend.deactivate()
 
     console.always(f"stopped ({outcome.reason}): " + format_summary(summary))
     written = [str(p) for p in (plan.out, plan.events, plan.stats) if p and Path(p).exists()]
@@ -580,8 +531,8 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
         console.always("wrote: " + ", ".join(written))
     if outcome.error is not None:
         raise outcome.error
-    if session.clip is not None:
-        session.clip.raise_if_failed()
+    for stage in stages:
+        stage.raise_if_failed()
     return 130 if outcome.interrupted else 0
 
 

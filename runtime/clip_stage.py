@@ -1,5 +1,11 @@
 """Saliency-gated CLIP: label (and remember) the salient object of the live stream, beside the saliency model.
 
+As a pipeline stage (runtime.stages.base.Stage): reads the "saliency" result's box, adds "clip"
+(the newest ClipResult, which may be of an earlier frame), takes its crop on the pipeline's output
+thread (`after_output`, in frame order), draws its lines in the text panel and hands its events
+(`clip`, `clip_query`) to the pipeline, which writes them to the events log and the subscribers.
+Used on its own:
+
     embedder = ClipEmbedder.open("artifacts/clip-demo", text="now")
     stage = ClipStage(embedder, labels=["mug", "phone", "keys"], query="a red mug", index="memory/")
     stage.start()
@@ -40,6 +46,7 @@ import numpy as np
 from edge_mm.clip.zero_shot import DEFAULT_TEMPLATES
 from edge_mm.errors import IndexStoreError, UsageError
 from runtime.retrieval.crop import DEFAULT_PAD, clamp_box, padded_square_crop
+from runtime.stages.base import FrameResult, Stage
 
 log = logging.getLogger("edge_mm.runtime.clip_stage")
 
@@ -120,7 +127,7 @@ class _Crop:
     submitted: float  # time.perf_counter() at submit
 
 
-class ClipStage:
+class ClipStage(Stage):
     """CLIP on the salient object of each frame, in its own thread, at its own rate (see module docstring).
 
     embedder: a runtime.retrieval.embed.ClipEmbedder (its text graph is needed for labels and query).
@@ -134,7 +141,12 @@ class ClipStage:
     source_name: recorded as the indexed items' path (e.g. "realsense:123456" or the recording file).
     keep_results: publish a `clip` event for every embedded crop (not only query matches).
     own_embedder: stop() also closes the embedder (its backends).
+    box_key: the result key whose `.box` gates the crop (as a pipeline stage).
     """
+
+    name = "clip"
+    reads = ("saliency",)
+    adds = ("clip",)
 
     def __init__(
         self,
@@ -153,6 +165,7 @@ class ClipStage:
         keep_results: bool = True,
         own_embedder: bool = False,
         clock: Callable[[], float] = time.perf_counter,
+        box_key: str = "saliency",
     ) -> None:
         if not (isinstance(max_rate_hz, (int, float)) and math.isfinite(max_rate_hz) and max_rate_hz > 0):
             raise UsageError(f"--clip-rate {max_rate_hz!r} must be a positive number of crops per second, e.g. 4")
@@ -166,6 +179,8 @@ class ClipStage:
             raise UsageError("the CLIP stage needs something to do: --labels, --query or --index")
         self.embedder = embedder
         self.own_embedder = own_embedder
+        self.box_key = box_key
+        self.reads = (box_key,)
         self._clock = clock  # pacing reads this clock (tests step a fake one)
         self.period_s = 1.0 / float(max_rate_hz)
         self.pad = float(pad)
@@ -235,17 +250,17 @@ class ClipStage:
         if self._stop.is_set() or self.error is not None:
             return False
         now = self._clock()
-        self._counts["submitted"] += 1
+        self._count("submitted")
         box = getattr(saliency, "box", saliency)
         color = frame.color
         clipped = clamp_box(box, color.shape[:2]) if box is not None else None
         if clipped is None or min(clipped[2] - clipped[0], clipped[3] - clipped[1]) < self.min_box_px:
-            self._counts["no_object"] += 1
             with self._lock:
+                self._counts["no_object"] += 1
                 self._match_active = False  # the object is gone: a later match is a new episode
             return False
         if now < self._next_allowed:
-            self._counts["not_due"] += 1
+            self._count("not_due")
             return False
         crop = _Crop(
             padded_square_crop(color, clipped, self.pad), clipped, int(frame.index), float(frame.timestamp_ms), now
@@ -254,9 +269,13 @@ class ClipStage:
             if self._slot is not None:
                 self._counts["replaced"] += 1
             self._slot = crop
+            self._counts["accepted"] += 1
             self._wake.notify()
-        self._counts["accepted"] += 1
         return True
+
+    def _count(self, key: str) -> None:
+        with self._lock:  # submit() may run on several threads; the CLIP thread updates these too
+            self._counts[key] += 1
 
     @property
     def latest(self) -> Optional[ClipResult]:
@@ -319,6 +338,26 @@ class ClipStage:
             self.store.close()
         if self.own_embedder:
             self.embedder.close()
+
+    # -- as a pipeline stage (runtime.stages.base.Stage) -----------------------------------------------
+    def finish(self, result: FrameResult, inferred: Any) -> None:
+        result.values["clip"] = self.latest
+
+    def after_output(self, result: FrameResult) -> None:
+        # On the output thread, in frame order: the match episodes see the frames as they came.
+        self.submit(result.frame, result.values.get(self.box_key))
+
+    def text_lines(self, result: FrameResult) -> List[str]:
+        return self.overlay_lines()
+
+    def summary(self) -> Optional[Dict[str, Any]]:
+        return self.stats()
+
+    def describe(self) -> str:
+        return "clip (own thread, own rate)"
+
+    def close(self) -> None:
+        self.stop()
 
     def __enter__(self) -> "ClipStage":
         return self.start()
@@ -415,7 +454,21 @@ class ClipStage:
             self._counts["indexed"] += 1
 
 
-# --------------------------------------------------------------------------- edge-mm-run wiring
+# --------------------------------------------------------------------------- edge-mm-run wiring (stage factory)
+
+NAME = "clip"
+
+
+def add_arguments(parser: Any) -> None:
+    add_clip_arguments(parser)
+
+
+def from_args(args: Any, ctx: Any) -> Optional[ClipStage]:
+    """The stage for edge-mm-run's --clip options, or None without --clip (runtime.stages factory)."""
+    stage = clip_stage_from_args(args, source_name=ctx.source_name, warn=ctx.warn)
+    if stage is not None:
+        ctx.say(f"clip: {args.clip} beside the saliency stream")
+    return stage
 
 
 def add_clip_arguments(parser: Any) -> None:

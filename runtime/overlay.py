@@ -1,13 +1,14 @@
 """Draw a saliency result on a frame: colour-mapped probabilities, the object's box and label, stats text.
 
 The heat map is blended with a per-pixel weight alpha * probability, so background pixels keep
-their colours and only salient ones are tinted. Everything is OpenCV so a 640x480 frame costs a few
-milliseconds on a small CPU. Torch-free.
+their colours and only salient ones are tinted. Everything is OpenCV. Torch-free.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+import collections
+import threading
+from typing import Any, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -33,9 +34,20 @@ def text_scale(width: int) -> float:
 
 def blend_heatmap(bgr: np.ndarray, prob: np.ndarray, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
     """A new image: bgr tinted by the colour-mapped probabilities, weight alpha * prob per pixel."""
+    out = bgr.copy()
+    _blend(out, prob, alpha, colormap)
+    return out
+
+
+def _blend(image: np.ndarray, prob: np.ndarray, alpha: float, colormap: str) -> None:
     heat = cv2.applyColorMap(cv2.convertScaleAbs(prob, alpha=255.0), COLORMAPS[colormap])
     weight = prob * np.float32(alpha)  # float32 (H, W)
-    return cv2.blendLinear(heat, bgr, weight, np.float32(1.0) - weight)
+    image[:] = cv2.blendLinear(heat, image, weight, np.float32(1.0) - weight)
+
+
+def blend_heatmap_into(image: np.ndarray, result: SaliencyResult, alpha: float = 0.5, colormap: str = "jet") -> None:
+    """The saliency result's heat map, blended into `image` in place."""
+    _blend(image, result.prob, alpha, colormap)
 
 
 def _outlined_text(image: np.ndarray, text: str, origin: Tuple[int, int], scale: float, colour=TEXT_COLOUR) -> None:
@@ -62,24 +74,60 @@ def draw_box(image: np.ndarray, result: SaliencyResult) -> None:
     cv2.putText(image, label, (tx + 2, ty), FONT, scale, (0, 0, 0), max(1, int(round(scale * 2))), cv2.LINE_AA)
 
 
-def draw_text_panel(image: np.ndarray, lines: Sequence[str], corner: str = "top-left") -> None:
-    """Lines of text on a darkened panel in a corner of the image (in place)."""
-    lines = [line for line in lines if line]
-    if not lines:
-        return
-    scale = text_scale(image.shape[1]) * 0.9
+PANEL_CACHE_SIZE = 32  # rendered text panels kept (stats lines change a few times a second)
+_panels: "collections.OrderedDict[Tuple[Any, ...], Tuple[np.ndarray, np.ndarray, np.ndarray]]" = (
+    collections.OrderedDict()
+)
+_panels_lock = threading.Lock()
+
+
+def _panel_layer(lines: Tuple[str, ...], scale: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(text BGR, its coverage as float32 weights, 1 - weights) for these lines, drawn once and cached.
+
+    Anti-aliased text is the costly part of the overlay (a millisecond a frame for three lines), and
+    the lines rarely change from one frame to the next, so each panel is drawn once: the outlined
+    text on black, with how much each pixel is covered, then blended onto the darkened frame.
+    """
+    key = (lines, scale)
+    with _panels_lock:
+        cached = _panels.get(key)
+        if cached is not None:
+            _panels.move_to_end(key)
+            return cached
     thickness = max(1, int(round(scale * 2)))
     sizes = [cv2.getTextSize(line, FONT, scale, thickness) for line in lines]
     line_h = max(h + b for (_, h), b in sizes) + 6
     width = max(w for (w, _), _ in sizes) + 12
     height = line_h * len(lines) + 6
+    text = np.zeros((height, width, 3), np.uint8)
+    cover = np.zeros((height, width), np.uint8)
+    for i, line in enumerate(lines):
+        origin = (6, line_h * (i + 1) - 4)
+        cv2.putText(cover, line, origin, FONT, scale, 255, thickness + 2, cv2.LINE_AA)  # the dark outline's extent
+        cv2.putText(text, line, origin, FONT, scale, TEXT_COLOUR, thickness, cv2.LINE_AA)
+    weight = cover.astype(np.float32) / np.float32(255.0)
+    entry = (text, weight, np.float32(1.0) - weight)
+    with _panels_lock:
+        _panels[key] = entry
+        while len(_panels) > PANEL_CACHE_SIZE:
+            _panels.popitem(last=False)
+    return entry
+
+
+def draw_text_panel(image: np.ndarray, lines: Sequence[str], corner: str = "top-left") -> None:
+    """Lines of text on a darkened panel in a corner of the image (in place)."""
+    lines = tuple(line for line in lines if line)
+    if not lines:
+        return
+    text, weight, rest = _panel_layer(lines, text_scale(image.shape[1]) * 0.9)
+    height, width = weight.shape
     x0 = 0 if corner.endswith("left") else max(0, image.shape[1] - width)
     y0 = 0 if corner.startswith("top") else max(0, image.shape[0] - height)
     x1, y1 = min(image.shape[1], x0 + width), min(image.shape[0], y0 + height)
+    h, w = y1 - y0, x1 - x0
     panel = image[y0:y1, x0:x1]
-    panel[:] = (panel.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken to 40% behind the text
-    for i, line in enumerate(lines):
-        _outlined_text(image, line, (x0 + 6, y0 + line_h * (i + 1) - 4), scale)
+    darkened = cv2.convertScaleAbs(panel, alpha=0.4)  # the frame at 40% behind the text
+    panel[:] = cv2.blendLinear(text[:h, :w], darkened, weight[:h, :w], rest[:h, :w])
 
 
 def render(
@@ -93,10 +141,9 @@ def render(
     status: str = "",
 ) -> np.ndarray:
     """The annotated frame (a new array): heat map, box + label, stats panel, and a status word."""
+    out = bgr.copy()
     if result is not None and show_heatmap:
-        out = blend_heatmap(bgr, result.prob, alpha, colormap)
-    else:
-        out = bgr.copy()
+        _blend(out, result.prob, alpha, colormap)
     if result is not None:
         draw_box(out, result)
     draw_text_panel(out, lines)

@@ -1,18 +1,33 @@
-"""The staged runtime pipeline: capture ∥ preprocess ∥ inference ∥ postprocess + render ∥ output.
+"""The runtime pipeline: a source, stages and sinks; it knows no model.
 
-    source ─ capture thread ─> preprocess ×k ─> infer ×1 ─> postprocess+render ×k ─> outputs (caller's thread)
+    source ─ capture thread ─> prepare ×k ─> infer ×1 ─> finish + draw ×k ─> sinks (caller's thread)
 
-Each arrow is a bounded queue, so the stages overlap and the slowest one sets the pace: with
-enough CPU the pipeline runs as fast as the model. Between the source and the first stage sits the
-capture thread's hand-over: a newest-frame slot for cameras (stale frames are dropped and counted;
-the next frame is taken just before inference can start on it, so it is fresh) and a blocking queue for files (every frame is processed exactly once). After
+Each stage (runtime.stages.base.Stage) contributes hooks: `prepare` (model inputs) runs in the
+preprocess workers, `infer` in the single inference thread (a backend runs one request at a time),
+`finish` (adds to the frame's result) and `draw` (its overlay part) in the finish workers, and
+`after_output` on the output thread in frame order (e.g. CLIP takes its crop there and embeds it
+in its own thread, at its own rate, never blocking the stream). A stage with a slow model of its
+own keeps it off this path; a stage with nothing to compute overrides nothing of it.
+
+Each arrow is a bounded queue, so the stages overlap and the slowest one sets the pace. Between the
+source and the first stage sits the capture thread's hand-over: a newest-frame slot for cameras
+(stale frames are dropped and counted; the next frame is taken just before inference can start on
+it, so it is fresh) and a blocking queue for files (every frame is processed exactly once). After
 that every queue blocks, so nothing is dropped inside the pipeline. Stages with several workers
 hand their results on in frame order (an ordered hand-off), so outputs are always in order.
 
 The outputs run on the caller's thread, because OpenCV windows must be driven from one thread and
-Ctrl-C (KeyboardInterrupt) arrives there. Any stop (end of stream, --frames reached, q, Ctrl-C,
-SIGTERM, a source or stage error) stops every thread and closes every output, so video, events
-and stats files are complete whatever ended the run.
+Ctrl-C arrives there. Any stop (end of stream, --frames reached, q, Ctrl-C, SIGTERM, a source or
+stage error) stops every thread and closes every output, so video, events and stats files are
+complete whatever ended the run.
+
+Interface for the CLI, a window or a web page (thread-safe; applied between frames):
+    pipeline.request_snapshot()          save the next result's images (overlay, colour, depth, stages')
+    pipeline.toggle_recording()          start / stop an extra video sink (made by `make_recording`)
+    pipeline.add_sink(s) / remove_sink(s)
+    pipeline.subscribe(on_result=f, on_event=g)   f(FrameResult) per frame, g(dict) per stage event,
+                                                  both on the output thread, after the sinks
+    pipeline.stats                       runtime.stats.PipelineStats: snapshot() / summary() any time
 """
 
 from __future__ import annotations
@@ -25,17 +40,18 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
-import numpy as np
 
 from edge_mm.errors import EdgeMMError
-from runtime.overlay import render
-from runtime.saliency import SaliencyModel, SaliencyResult, mask_iou
+from runtime.overlay import draw_text_panel
 from runtime.sinks.window import Controls
 from runtime.sources import CaptureThread, Frame, Source
+from runtime.stages.base import FrameResult, Stage, check_order
 from runtime.stats import PipelineStats
+
+__all__ = ["FrameResult", "Pipeline", "RunOutcome", "StopSignals", "save_snapshot"]
 
 log = logging.getLogger("edge_mm.runtime.pipeline")
 
@@ -55,22 +71,6 @@ class _Stopped(Exception):
 
 
 @dataclasses.dataclass
-class FrameResult:
-    """One processed frame, as the outputs see it."""
-
-    frame: Frame
-    saliency: SaliencyResult
-    image: np.ndarray  # the annotated frame (BGR uint8)
-    iou: Optional[float] = None  # mask vs the source's ground truth, when it has one (synthetic scenes)
-    done_time: float = 0.0  # perf_counter when the outputs were written
-    wall_time: float = 0.0  # time.time() at the same moment
-
-    @property
-    def latency_s(self) -> float:
-        return max(0.0, self.done_time - self.frame.capture_time)
-
-
-@dataclasses.dataclass
 class RunOutcome:
     frames: int
     reason: str  # "end of stream", "frame limit", "quit", "interrupted", "error"
@@ -79,6 +79,51 @@ class RunOutcome:
     @property
     def interrupted(self) -> bool:
         return self.reason == "interrupted"
+
+
+class StopSignals:
+    """The one SIGINT/SIGTERM handler of a run (docker stop, systemd, Ctrl-C).
+
+    Outside the frame loop a signal raises KeyboardInterrupt at once (setup and teardown are cut
+    short and cleaned up by `finally` blocks). Inside it (`between_frames()`) it only sets a flag
+    that the loop checks after each frame, so a stop never falls between one frame's outputs (the
+    video one frame ahead of the events log). Only the main thread can install it; elsewhere it is
+    inert and the caller's own handling applies.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._deferred = False
+        self._previous: Dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        if not self._deferred:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handler) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    @contextlib.contextmanager
+    def between_frames(self) -> Iterator["StopSignals"]:
+        self._deferred = True
+        try:
+            yield self
+        finally:
+            self._deferred = False
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
 
 
 class _TimedSource:
@@ -101,10 +146,10 @@ class _TimedSource:
         return self
 
     def read(self) -> Optional[Frame]:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         frame = self.inner.read()
         if frame is not None:
-            self.stats.add_stage("capture", time.perf_counter() - start)
+            self.stats.add_stage("capture", time.perf_counter() - start, time.thread_time() - cpu)
         return frame
 
     def interrupt(self) -> None:
@@ -157,23 +202,26 @@ def _get(q: "queue.Queue[Any]", stop: threading.Event, done: Optional[threading.
 
 
 class Pipeline:
-    """Runs `model` on every frame of `source` and writes the results to `sinks`.
+    """Runs `stages` on every frame of `source` and writes the results to `sinks`.
 
     max_frames:    stop after this many frames (None: the whole stream).
-    workers:       threads for preprocessing and for postprocessing + rendering each (inference has
-                   one: a backend runs one request at a time). More help on a GPU backend with idle
-                   cores; on a CPU backend the model already uses every core.
+    workers:       threads for preparing and for finishing + drawing each (inference has one). More
+                   help on a GPU backend with idle cores; on a CPU backend the model uses the cores.
     controls:      key state shared with a window (pause, overlay, snapshot, record), or None.
-    render_lines:  returns the text lines drawn on each frame (stats), or None for none.
-    on_result:     called on the caller's thread after each frame's outputs (progress prints, snapshots).
+    render_lines:  returns text lines drawn first in each frame's panel (stats), or None.
+    on_result:     a subscriber: called on the caller's thread after each frame's outputs.
     idle:          called while paused or waiting for frames (keeps a window responsive).
+    snapshot_dir:  where request_snapshot() writes (default runs/).
+    make_recording: returns a new video sink for toggle_recording() (None: recording unavailable).
+    announce:      receives one-line messages (snapshot paths, recording started/stopped).
+    signals:       the run's StopSignals (one handler for the whole CLI run); None: installs its own.
     """
 
     def __init__(
         self,
         source: Source,
-        model: SaliencyModel,
-        sinks: Sequence[Any],
+        stages: Sequence[Stage],
+        sinks: Sequence[Any] = (),
         stats: Optional[PipelineStats] = None,
         *,
         max_frames: Optional[int] = None,
@@ -181,28 +229,39 @@ class Pipeline:
         queue_size: Optional[int] = None,
         controls: Optional[Controls] = None,
         render_lines: Optional[Callable[[], List[str]]] = None,
-        alpha: float = 0.5,
-        colormap: str = "jet",
         on_result: Optional[Callable[[FrameResult], None]] = None,
         idle: Optional[Callable[[], None]] = None,
+        snapshot_dir: Optional[Path] = None,
+        make_recording: Optional[Callable[[], Any]] = None,
+        announce: Optional[Callable[[str], None]] = None,
+        signals: Optional[StopSignals] = None,
     ) -> None:
         if max_frames is not None and max_frames < 1:
             raise ValueError("max_frames must be at least 1")
+        self.stages: List[Stage] = list(stages)
+        if not self.stages:
+            raise ValueError("a pipeline needs at least one stage")
+        check_order(self.stages)
         self.source = source
-        self.model = model
-        self.sinks = list(sinks)
+        self._sinks: List[Any] = list(sinks)
         self.stats = stats or PipelineStats()
         self.max_frames = max_frames
         self.workers = max(1, int(workers))
         self.live = bool(source.live)
-        # One item per queue: each stage has its own thread, so a deeper queue adds latency, not throughput.
+        # One item per queue: each step has its own thread, so a deeper queue adds latency, not throughput.
         self.queue_size = queue_size or 1
         self.controls = controls or Controls()
         self.render_lines = render_lines
-        self.alpha = alpha
-        self.colormap = colormap
-        self.on_result = on_result
         self.idle = idle
+        self.snapshot_dir = Path(snapshot_dir) if snapshot_dir is not None else Path("runs")
+        self.make_recording = make_recording
+        self.announce = announce or (lambda text: log.info("%s", text))
+        self.signals = signals
+        self.recording: Any = None
+        self._result_subscribers: List[Callable[[FrameResult], None]] = [on_result] if on_result else []
+        self._event_subscribers: List[Callable[[Dict[str, Any]], None]] = []
+        self._requests_lock = threading.Lock()
+        self._requests: List[Callable[[FrameResult], None]] = []  # applied on the output thread between frames
         self._stop = threading.Event()
         self._errors: List[BaseException] = []
         self._threads: List[threading.Thread] = []
@@ -218,6 +277,80 @@ class Pipeline:
         self._count_lock = threading.Lock()  # never held while taking _head_lock
         self._infer_mean = 0.0
         self._preprocess_mean = 0.0
+
+    # -- the interface for controls (window keys, a web page): thread-safe, applied between frames --
+    @property
+    def sinks(self) -> List[Any]:
+        """The current sinks (a copy: change them with add_sink / remove_sink)."""
+        return list(self._sinks)
+
+    def subscribe(
+        self,
+        on_result: Optional[Callable[[FrameResult], None]] = None,
+        on_event: Optional[Callable[[Dict[str, Any]], None]] = None,
+    ) -> None:
+        """Per-frame results and stage events, on the output thread after the sinks, in order."""
+        with self._requests_lock:
+            if on_result is not None:
+                self._result_subscribers.append(on_result)
+            if on_event is not None:
+                self._event_subscribers.append(on_event)
+
+    def _request(self, action: Callable[[FrameResult], None]) -> None:
+        with self._requests_lock:
+            self._requests.append(action)
+
+    def add_sink(self, sink: Any) -> None:
+        self._request(lambda _result: self._sinks.insert(0, sink))
+
+    def remove_sink(self, sink: Any, close: bool = True) -> None:
+        def remove(_result: FrameResult) -> None:
+            if sink in self._sinks:
+                self._sinks.remove(sink)
+            if close:
+                sink.close()
+
+        self._request(remove)
+
+    def request_snapshot(self) -> None:
+        """Save the next written frame's overlay, colour, depth and the stages' images as PNGs."""
+
+        def snapshot(result: FrameResult) -> None:
+            paths = save_snapshot(result, self.snapshot_dir, stages=self.stages)
+            self.announce(f"snapshot: {', '.join(str(p) for p in paths)}")
+
+        self._request(snapshot)
+
+    def toggle_recording(self) -> None:
+        """Start recording the annotated frames to a new video, or stop the running recording."""
+
+        def toggle(_result: FrameResult) -> None:
+            if self.recording is None:
+                if self.make_recording is None:
+                    self.announce("recording is not available in this run")
+                    return
+                self.recording = self.make_recording()
+                self._sinks.insert(0, self.recording)
+                self.announce(f"recording to {self.recording.describe()} (r stops)")
+            else:
+                sink, self.recording = self.recording, None
+                self._sinks.remove(sink)
+                sink.close()
+                self.announce(f"recording stopped: {sink.describe()} ({getattr(sink, 'frames_written', '?')} frames)")
+
+        self._request(toggle)
+
+    def _apply_requests(self, result: FrameResult) -> None:
+        if self.controls.snapshot_requested:
+            self.controls.snapshot_requested = False
+            self.request_snapshot()
+        if self.controls.record_toggle_requested:
+            self.controls.record_toggle_requested = False
+            self.toggle_recording()
+        with self._requests_lock:
+            requests, self._requests = self._requests, []
+        for action in requests:
+            action(result)
 
     # -- workers ---------------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:
@@ -287,12 +420,12 @@ class Pipeline:
                     handoff.put(seq, (seq, END))
                     done.set()
                     return
-                start = time.perf_counter()
-                feeds = self.model.preprocess(frame.color, frame.depth_m)
+                start, cpu = time.perf_counter(), time.thread_time()
+                prepared = [stage.prepare(frame) for stage in self.stages]
                 took = time.perf_counter() - start
                 self._preprocess_mean += MEAN_WEIGHT * (took - self._preprocess_mean)
-                self.stats.add_stage("preprocess", took)
-                handoff.put(seq, (seq, (frame, feeds)))
+                self.stats.add_stage("preprocess", took, time.thread_time() - cpu)
+                handoff.put(seq, (seq, (frame, prepared)))
                 with self._count_lock:
                     self._in_preprocess -= 1
         except _Stopped:
@@ -308,20 +441,22 @@ class Pipeline:
                 if item is END:
                     _put(outbox, (seq, END), self._stop)
                     return
-                frame, feeds = item
+                frame, prepared = item
                 start = self._infer_started = time.perf_counter()
-                pred = self.model.infer(feeds)
+                cpu = time.thread_time()
+                outputs = [stage.infer(p) for stage, p in zip(self.stages, prepared)]
                 took = time.perf_counter() - start
                 self._infer_started = None
                 self._infer_mean += MEAN_WEIGHT * (took - self._infer_mean)
-                self.stats.add_stage("infer", took)
-                _put(outbox, (seq, (frame, pred)), self._stop)
+                # Thread CPU of the calling thread only: a backend's own worker threads are not in it.
+                self.stats.add_stage("infer", took, time.thread_time() - cpu)
+                _put(outbox, (seq, (frame, outputs)), self._stop)
         except _Stopped:
             pass
         except BaseException as exc:  # noqa: BLE001
             self._fail(exc)
 
-    def _render_worker(self, inbox: "queue.Queue[Any]", handoff: _OrderedHandoff, done: threading.Event) -> None:
+    def _finish_worker(self, inbox: "queue.Queue[Any]", handoff: _OrderedHandoff, done: threading.Event) -> None:
         try:
             while True:
                 seq, item = _get(inbox, self._stop, done)
@@ -329,47 +464,46 @@ class Pipeline:
                     handoff.put(seq, END)
                     done.set()
                     return
-                frame, pred = item
-                start = time.perf_counter()
-                depth = frame.depth_m if frame.meta.get("depth_kind", "metric") == "metric" else None
-                saliency = self.model.postprocess(pred, frame.size, depth)
-                iou = None
-                gt = frame.meta.get("mask")
-                if isinstance(gt, np.ndarray) and saliency.mask is not None and gt.shape == saliency.mask.shape:
-                    iou = mask_iou(saliency.mask, gt)
-                mid = time.perf_counter()
-                lines = self.render_lines() if self.render_lines else []
-                image = render(
-                    frame.color,
-                    saliency,
-                    lines,
-                    show_heatmap=self.controls.show_heatmap,
-                    alpha=self.alpha,
-                    colormap=self.colormap,
-                )
-                end = time.perf_counter()
-                self.stats.add_stage("postprocess", mid - start)
-                self.stats.add_stage("render", end - mid)
-                handoff.put(seq, FrameResult(frame, saliency, image, iou))
+                frame, outputs = item
+                start, cpu = time.perf_counter(), time.thread_time()
+                result = FrameResult(frame)
+                for stage, out in zip(self.stages, outputs):
+                    stage.finish(result, out)
+                mid, mid_cpu = time.perf_counter(), time.thread_time()
+                self._draw(result)
+                self.stats.add_stage("postprocess", mid - start, mid_cpu - cpu)
+                self.stats.add_stage("render", time.perf_counter() - mid, time.thread_time() - mid_cpu)
+                handoff.put(seq, result)
         except _Stopped:
             pass
         except BaseException as exc:  # noqa: BLE001
             self._fail(exc)
 
+    def _draw(self, result: FrameResult) -> None:
+        image = result.frame.color.copy()
+        overlay = self.controls.show_heatmap
+        lines = list(self.render_lines()) if self.render_lines else []
+        for stage in self.stages:
+            stage.draw(image, result, overlay)
+            lines += stage.text_lines(result)
+            result.fields.update(stage.event_fields(result))
+        draw_text_panel(image, lines)
+        result.image = image
+
     def _start_threads(self, capture: CaptureThread) -> "queue.Queue[Any]":
         to_infer: "queue.Queue[Any]" = queue.Queue(self.queue_size)
         self._to_infer = to_infer
-        to_render: "queue.Queue[Any]" = queue.Queue(self.queue_size)
+        to_finish: "queue.Queue[Any]" = queue.Queue(self.queue_size)
         to_output: "queue.Queue[Any]" = queue.Queue(self.queue_size)
-        pre_done, render_done = threading.Event(), threading.Event()
+        pre_done, finish_done = threading.Event(), threading.Event()
         pre_handoff = _OrderedHandoff(to_infer, self._stop)
-        render_handoff = _OrderedHandoff(to_output, self._stop)
+        finish_handoff = _OrderedHandoff(to_output, self._stop)
         specs = [
             (f"preprocess-{i}", self._preprocess_worker, (capture, pre_handoff, pre_done)) for i in range(self.workers)
         ]
-        specs.append(("infer", self._infer_worker, (to_infer, to_render)))
+        specs.append(("infer", self._infer_worker, (to_infer, to_finish)))
         specs += [
-            (f"render-{i}", self._render_worker, (to_render, render_handoff, render_done)) for i in range(self.workers)
+            (f"finish-{i}", self._finish_worker, (to_finish, finish_handoff, finish_done)) for i in range(self.workers)
         ]
         for name, target, args in specs:
             thread = threading.Thread(target=target, args=args, name=f"pipeline-{name}", daemon=True)
@@ -378,47 +512,33 @@ class Pipeline:
         return to_output
 
     # -- the caller's thread: outputs ------------------------------------------------------------
-    @contextlib.contextmanager
-    def _interrupts_between_frames(self):
-        """Ctrl-C / SIGTERM stop the run between frames, never inside one frame's outputs.
-
-        A KeyboardInterrupt raised between one sink's write and the next would leave the video one
-        frame ahead of the events log. So while the loop runs, the signals only set a flag that
-        the loop checks after each frame and while it waits (only the main thread can do this).
-        """
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-        def request_stop(signum, frame):
-            self._interrupt_requested = True
-
-        for sig in previous:
-            signal.signal(sig, request_stop)
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _check_interrupt(self) -> None:
-        if self._interrupt_requested:
-            raise KeyboardInterrupt
-
     def _write_outputs(self, result: FrameResult) -> None:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         # Sinks that record the latency (the events log) go after the others, once it is known.
-        for sink in self.sinks:
+        for sink in self._sinks:
             if not getattr(sink, "records_latency", False):
                 sink.write(result)
         result.done_time = time.perf_counter()
         result.wall_time = time.time()
-        for sink in self.sinks:
+        for sink in self._sinks:
             if getattr(sink, "records_latency", False):
                 sink.write(result)
-        self.stats.add_stage("output", time.perf_counter() - start)
-        self.stats.frame_done(result.frame.capture_time, result.done_time, result.iou)
+        for stage in self.stages:
+            stage.after_output(result)
+        self.flush_events()
+        self.stats.add_stage("output", time.perf_counter() - start, time.thread_time() - cpu)
+        self.stats.frame_done(result.frame.capture_time, result.done_time, result.metrics)
+
+    def flush_events(self) -> None:
+        """Stage events (e.g. CLIP's) to the sinks that take events, then to the subscribers."""
+        for stage in self.stages:
+            for event in stage.drain_events():
+                for sink in self._sinks:
+                    write_event = getattr(sink, "write_event", None)
+                    if write_event is not None:
+                        write_event(event)
+                for subscriber in self._event_subscribers:
+                    subscriber(event)
 
     def _wait_while_paused(self) -> None:
         while self.controls.paused and not self.controls.quit and not self._stop.is_set():
@@ -430,13 +550,20 @@ class Pipeline:
     def run(self) -> RunOutcome:
         """Process the stream; returns why it stopped. Source and stage errors are re-raised after cleanup."""
         capture = CaptureThread(_TimedSource(self.source, self.stats), live=self.live, queue_size=1)
-        self._frames, self._last_reason, self._interrupt_requested = 0, "end of stream", False
+        self._frames, self._last_reason = 0, "end of stream"
+        own_signals = self.signals is None
+        signals = self.signals or StopSignals()
+        for stage in self.stages:
+            stage.start()
         self.stats.start()
         capture.start()
         to_output = self._start_threads(capture)
         try:
-            with self._interrupts_between_frames():
-                self._loop(to_output, capture)
+            with contextlib.ExitStack() as stack:
+                if own_signals:
+                    stack.enter_context(signals)
+                stack.enter_context(signals.between_frames())
+                self._loop(to_output, capture, signals)
         except KeyboardInterrupt:
             self._last_reason = "interrupted"
         finally:
@@ -448,10 +575,10 @@ class Pipeline:
             return RunOutcome(frames, "error", self._source_error)
         return RunOutcome(frames, reason)
 
-    def _loop(self, to_output: "queue.Queue[Any]", capture: CaptureThread) -> None:
+    def _loop(self, to_output: "queue.Queue[Any]", capture: CaptureThread, signals: StopSignals) -> None:
         """Hand each result to the outputs, in order, until the stream, a limit, q or an error stops it."""
         while True:
-            self._check_interrupt()
+            signals.check()
             self._wait_while_paused()
             if self.controls.quit:
                 self._last_reason = "quit"
@@ -471,12 +598,13 @@ class Pipeline:
                 return
             self._write_outputs(item)
             self._frames += 1
-            self.stats.counters["dropped"] = capture.dropped
+            self.stats.set_counter("dropped", capture.dropped)
             reconnects = getattr(self.source, "reconnects", 0)
             if reconnects:
-                self.stats.counters["reconnects"] = reconnects
-            if self.on_result:
-                self.on_result(item)
+                self.stats.set_counter("reconnects", reconnects)
+            for subscriber in list(self._result_subscribers):
+                subscriber(item)
+            self._apply_requests(item)
 
     def _shutdown(self, capture: CaptureThread) -> None:
         self._stop.set()
@@ -485,21 +613,33 @@ class Pipeline:
             thread.join(timeout=5)
             if thread.is_alive():
                 log.warning("%s did not stop within 5 s", thread.name)
-        self.stats.counters["dropped"] = capture.dropped
+        self.stats.set_counter("dropped", capture.dropped)
+        with contextlib.suppress(Exception):
+            self.flush_events()  # events a stage produced after the last frame
+        if self.recording is not None:
+            sink, self.recording = self.recording, None
+            if sink in self._sinks:
+                self._sinks.remove(sink)
+            sink.close()
+            self.announce(f"recording stopped: {sink.describe()} ({getattr(sink, 'frames_written', '?')} frames)")
 
 
-def save_snapshot(result: FrameResult, folder: Path, stem: Optional[str] = None) -> List[Path]:
-    """The annotated frame, the colour frame, the saliency map and the depth as PNGs; returns the paths."""
+def save_snapshot(
+    result: FrameResult, folder: Path, stem: Optional[str] = None, stages: Sequence[Stage] = ()
+) -> List[Path]:
+    """The annotated frame, the colour frame, the depth and each stage's images as PNGs; returns the paths."""
     from edge_mm.atomic import atomic_path
 
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stem = stem or time.strftime("snapshot-%Y%m%d-%H%M%S") + f"-{result.frame.index:06d}"
     images = {
         "overlay": result.image,
         "color": result.frame.color,
-        "saliency": cv2.convertScaleAbs(result.saliency.prob, alpha=255.0),
         "depth": cv2.applyColorMap(cv2.convertScaleAbs(result.frame.depth_m, alpha=255.0 / 6.0), cv2.COLORMAP_TURBO),
     }
+    for stage in stages:
+        images.update(stage.snapshot_images(result))
     written = []
     for kind, image in images.items():
         path = folder / f"{stem}-{kind}.png"

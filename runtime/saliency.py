@@ -99,15 +99,23 @@ def analyse_saliency(
     mask_u8 = (prob >= np.float32(threshold)).view(np.uint8)
     result = SaliencyResult(prob, mask=mask_u8.view(bool), threshold=float(threshold))
     min_area_px = max(1, int(round(min_area_frac * prob.size)))
-    found = largest_region(mask_u8, min_area_px)
+    # Every region lies inside the bounding rectangle of the mask, so the components are found there:
+    # the same regions, boxes and means as on the whole frame, for the cost of the salient part.
+    x, y, w, h = cv2.boundingRect(mask_u8)
+    if w == 0 or h == 0:
+        return result
+    found = largest_region(mask_u8[y : y + h, x : x + w], min_area_px)
     if found is None:
         return result
-    region, box, area = found
-    result.box = box
+    region, (x0, y0, x1, y1), area = found
+    result.box = (x0 + x, y0 + y, x1 + x, y1 + y)
     result.area_frac = area / prob.size
-    result.score = float(cv2.mean(prob, mask=region)[0])
+    result.score = float(cv2.mean(prob[y : y + h, x : x + w], mask=region)[0])
     if depth_m is not None:
-        result.depth_m = mean_depth_under(region, depth_m)
+        if depth_m.shape != prob.shape:
+            # Depth of another resolution of the same view: to the mask grid, without blending holes.
+            depth_m = cv2.resize(depth_m, (prob.shape[1], prob.shape[0]), interpolation=cv2.INTER_NEAREST)
+        result.depth_m = mean_depth_under(region, depth_m[y : y + h, x : x + w])
     return result
 
 

@@ -10,7 +10,12 @@ Two model figures, each named for what was measured:
   nothing else running; `pipeline_vs_model` is the pipeline's throughput over this one.
 - `infer_in_pipeline_fps`: 1 / mean inference time inside the running pipeline, where inference
   shares the cores with capture, preprocessing and rendering (so it is slower on a CPU backend).
-Thread-safe; times are time.perf_counter() seconds.
+
+Per stage there are two times: wall (`stages_ms`) and the CPU time of the thread that ran it
+(`stages_cpu_ms`, time.thread_time: what the step costs the machine, which on a loaded or small
+CPU is the figure to cut; a backend's own worker threads are not in the inference figure).
+Per-frame metrics that stages report (e.g. `iou_vs_ground_truth`) are summarised by name.
+Thread-safe (one lock; counters are set through `set_counter`); times are seconds.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 # Keep this many recent samples per series for percentiles: hours of video at 30 FPS without
 # unbounded memory; counts, means and maxima still cover the whole run.
 MAX_SAMPLES = 200_000
+OVERLAY_REFRESH_S = 0.5
 STAGE_ORDER = ("capture", "preprocess", "infer", "postprocess", "render", "output")
 STAGE_LABELS = {
     "capture": "cap",
@@ -83,8 +89,9 @@ class PipelineStats:
         self.window_s = window_s
         self._lock = threading.Lock()
         self.stages: Dict[str, Series] = {}
+        self.stages_cpu: Dict[str, Series] = {}
         self.latency = Series()
-        self.iou = Series()
+        self.metrics: Dict[str, Series] = {}
         self._recent: Deque[Tuple[float, float]] = collections.deque()  # (done time, latency)
         self.start_time: Optional[float] = None
         self.first_done: Optional[float] = None
@@ -92,21 +99,33 @@ class PipelineStats:
         self.frames = 0
         self.info: Dict[str, Any] = {}  # model, backend, source, outputs: for the summary and the status page
         self.model_alone: Optional[Dict[str, Any]] = None  # set from measure_model_alone() before the run
-        self.counters: Dict[str, int] = {}  # e.g. dropped frames, reconnects (set by the pipeline)
+        self.counters: Dict[str, int] = {}  # e.g. dropped frames, reconnects (set_counter)
+        self._overlay_cache: Optional[Tuple[str, float, List[str]]] = None
 
     # -- recording ------------------------------------------------------------------------------
     def start(self, now: Optional[float] = None) -> None:
         with self._lock:
             self.start_time = time.perf_counter() if now is None else now
 
-    def add_stage(self, stage: str, seconds: float) -> None:
+    def add_stage(self, stage: str, seconds: float, cpu_seconds: Optional[float] = None) -> None:
         with self._lock:
             series = self.stages.get(stage)
             if series is None:
                 series = self.stages[stage] = Series()
             series.add(seconds)
+            if cpu_seconds is not None:
+                cpu = self.stages_cpu.get(stage)
+                if cpu is None:
+                    cpu = self.stages_cpu[stage] = Series()
+                cpu.add(cpu_seconds)
 
-    def frame_done(self, capture_time: float, done_time: Optional[float] = None, iou: Optional[float] = None) -> None:
+    def set_counter(self, name: str, value: int) -> None:
+        with self._lock:
+            self.counters[name] = value
+
+    def frame_done(
+        self, capture_time: float, done_time: Optional[float] = None, metrics: Optional[Dict[str, float]] = None
+    ) -> None:
         done = time.perf_counter() if done_time is None else done_time
         latency = max(0.0, done - capture_time)
         with self._lock:
@@ -114,8 +133,9 @@ class PipelineStats:
                 self.start_time = capture_time
             self.frames += 1
             self.latency.add(latency)
-            if iou is not None:
-                self.iou.add(iou)
+            for name, value in (metrics or {}).items():
+                if value is not None:
+                    self.metrics.setdefault(name, Series()).add(float(value))
             if self.first_done is None:
                 self.first_done = done
             self.last_done = done
@@ -146,7 +166,22 @@ class PipelineStats:
         }
 
     def overlay_lines(self, backend_label: str = "") -> List[str]:
-        """Two short lines for the frame: throughput + latency, then the stage times."""
+        """Two short lines for the frame: throughput + latency, then the stage times (and the label).
+
+        Refreshed every OVERLAY_REFRESH_S, not every frame: readable, and the text panel is drawn
+        once per change instead of once per frame (anti-aliased text is the overlay's costly part).
+        """
+        now = time.perf_counter()
+        with self._lock:
+            cached = self._overlay_cache
+        if cached is not None and cached[0] == backend_label and now - cached[1] < OVERLAY_REFRESH_S:
+            return list(cached[2])
+        lines = self._overlay_lines(backend_label)
+        with self._lock:
+            self._overlay_cache = (backend_label, now, lines)
+        return list(lines)
+
+    def _overlay_lines(self, backend_label: str) -> List[str]:
         cur = self.current()
         lat = (
             f"latency p50 {cur['latency_p50_ms']:.0f} / p95 {cur['latency_p95_ms']:.0f} ms"
@@ -176,9 +211,17 @@ class PipelineStats:
         """Everything about the run so far, JSON-able."""
         with self._lock:
             stages = {name: self.stages[name].summary() for name in self._ordered_stage_names()}
+            stages_cpu = {name: self.stages_cpu[name].summary()["mean"] for name in stages if name in self.stages_cpu}
             latency = self.latency.summary()
-            iou = self.iou.summary(scale=1.0, digits=4)
-            iou_min = round(min(self.iou.samples), 4) if self.iou.samples else None
+            metrics = {}
+            for name, series in self.metrics.items():
+                m = series.summary(scale=1.0, digits=4)
+                metrics[name] = {
+                    "mean": m["mean"],
+                    "p50": m["p50"],
+                    "min": round(min(series.samples), 4),
+                    "count": m["count"],
+                }
             frames, first, last, started = self.frames, self.first_done, self.last_done, self.start_time
             counters = dict(self.counters)
         wall = (last - started) if (last is not None and started is not None) else 0.0
@@ -200,10 +243,10 @@ class PipelineStats:
             "infer_in_pipeline_fps": None if infer_fps is None else round(infer_fps, 2),
             "latency_ms": latency,
             "stages_ms": stages,
+            "stages_cpu_ms": stages_cpu,
             **counters,
+            **metrics,
         }
-        if iou["count"]:
-            out["iou_vs_ground_truth"] = {"mean": iou["mean"], "p50": iou["p50"], "min": iou_min, "count": iou["count"]}
         return out
 
     def _ordered_stage_names(self) -> List[str]:

@@ -25,6 +25,7 @@ from runtime.saliency import SaliencyModel, analyse_saliency, mask_iou
 from runtime.sinks.events import EventsSink
 from runtime.sinks.video import VideoSink
 from runtime.sources import Frame, Source, open_source
+from runtime.stages.saliency import SaliencyStage
 from runtime.stats import PipelineStats
 
 EVENT_FIELDS = {"index", "time", "timestamp_ms", "latency_ms", "box", "score", "depth_m", "area_frac"}
@@ -278,11 +279,12 @@ def test_pipeline_api_with_several_workers_and_a_snapshot(oracle_artifact, tmp_p
         with VideoSink(tmp_path / "v.avi", fps=10) as video, EventsSink(tmp_path / "e.jsonl") as events:
             source = open_source("synthetic:1", size=(96, 128), count=9)
             stats = PipelineStats()
-            outcome = Pipeline(source, model, [video, events], stats, workers=4, on_result=results.append).run()
+            stage = SaliencyStage(model)
+            outcome = Pipeline(source, [stage], [video, events], stats, workers=4, on_result=results.append).run()
         assert outcome.reason == "end of stream" and outcome.frames == 9
         assert [r.frame.index for r in results] == list(range(9))
         assert count_video_frames(tmp_path / "v.avi") == 9
-        paths = save_snapshot(results[4], tmp_path / "snaps")
+        paths = save_snapshot(results[4], tmp_path / "snaps", stages=[stage])
         assert sorted(p.name.rsplit("-", 1)[1] for p in paths) == [
             "color.png",
             "depth.png",

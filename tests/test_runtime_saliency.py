@@ -125,8 +125,8 @@ def test_series_and_stats_summary():
     stats.model_alone = {"fps": 16.0, "median_ms": 62.5, "runs": 8}  # as measure_model_alone reports it
     stats.start(now=0.0)
     for i in range(11):  # a result every 0.1 s from t = 1.0, each captured 0.25 s earlier
-        stats.add_stage("infer", 0.08)
-        stats.frame_done(capture_time=0.75 + 0.1 * i, done_time=1.0 + 0.1 * i, iou=0.5)
+        stats.add_stage("infer", 0.08, 0.05)
+        stats.frame_done(capture_time=0.75 + 0.1 * i, done_time=1.0 + 0.1 * i, metrics={"iou_vs_ground_truth": 0.5})
     summary = stats.summary()
     assert summary["frames"] == 11
     assert summary["fps"] == pytest.approx(10.0)  # steady state: 10 results per second
@@ -134,6 +134,7 @@ def test_series_and_stats_summary():
     assert summary["infer_in_pipeline_fps"] == pytest.approx(12.5)  # 1 / 80 ms, named for what it is
     assert summary["latency_ms"]["p50"] == pytest.approx(250.0) and summary["latency_ms"]["p95"] == pytest.approx(250.0)
     assert summary["iou_vs_ground_truth"]["mean"] == pytest.approx(0.5)
+    assert summary["stages_cpu_ms"]["infer"] == pytest.approx(50.0)  # the thread's CPU time, beside the wall time
     text = format_summary(summary)
     assert "10.0 FPS" in text and "p50 250.0 ms" in text and "IoU" in text
     assert "model alone 16.0 FPS, measured alone over 8 runs" in text and "inside the pipeline 12.5 FPS" in text

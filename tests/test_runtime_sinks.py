@@ -6,7 +6,6 @@ import http.client
 import json
 import threading
 import time
-import types
 import urllib.request
 
 import cv2
@@ -139,17 +138,21 @@ def test_video_errors_and_empty_runs(tmp_path):
 def test_events_lines_are_complete_json_and_flushed(tmp_path):
     from runtime.saliency import SaliencyResult
     from runtime.sources import Frame
+    from runtime.stages.base import FrameResult
+    from runtime.stages.saliency import SaliencyStage
 
+    stage = SaliencyStage.__new__(SaliencyStage)  # its event fields need no model
     sink = EventsSink(tmp_path / "e.jsonl")
     for k in range(3):
         frame = Frame(_image(k), np.zeros((120, 160), np.float32), 33.0 * k, 0.0, index=k)
-        result = types.SimpleNamespace(
-            frame=frame,
-            saliency=SaliencyResult(np.zeros((2, 2), np.float32), box=(1, 2, 3, 4), score=0.9, depth_m=1.25),
-            iou=0.5 if k else None,
-            wall_time=1000.0 + k,
-            latency_s=0.02,
+        result = FrameResult(frame, wall_time=1000.0 + k)
+        result.done_time = 0.02  # captured at 0.0
+        result.values["saliency"] = SaliencyResult(
+            np.zeros((2, 2), np.float32), box=(1, 2, 3, 4), score=0.9, depth_m=1.25
         )
+        if k:
+            result.metrics["iou_vs_ground_truth"] = 0.5
+        result.fields.update(stage.event_fields(result))  # as the pipeline does after each stage's finish
         sink.write(result)
         lines = (tmp_path / "e.jsonl").read_text().splitlines()  # readable while still open
         assert len(lines) == k + 1

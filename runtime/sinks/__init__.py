@@ -1,9 +1,10 @@
 """Where annotated frames go: an OpenCV window, a video file, ROS 2 messages (MCAP / rosbag2), an
 MJPEG stream over HTTP, a JSON-lines log.
 
-Every sink has `write(result)` (a pipeline.FrameResult with the annotated image) and `close()`,
-and is written to from one thread, in frame order. `--out` picks its sink by the path's suffix
-here, in one place: `check_out_path` before anything opens, `open_out_sink` to open it.
+Every sink has `write(result)` (a runtime.stages.base.FrameResult with the annotated image),
+optionally `write_event(event)`, and `close()`, and is written to from one thread, in frame order
+(see base.py). `--out` picks its sink by the path's suffix here, in one place: `check_out_path`
+before anything opens, `open_out_sink` to open it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""One JSON line per processed frame: when, which frame, the salient object's box, score and depth.
+"""One JSON line per processed frame: when, which frame, and what the stages report (the salient
+object's box, score and depth, ...); also the stages' own events (CLIP's `clip`, `clip_query`).
 
 The file is an append-only log written in place and flushed after every line, so a reader (or
 `tail -f`) always sees whole lines, and a run stopped by Ctrl-C, a lost camera or an error leaves
@@ -18,18 +19,15 @@ from .base import Sink
 
 
 def event_of(result: Any) -> Dict[str, Any]:
-    """The JSON object for one pipeline.FrameResult."""
+    """The JSON object for one runtime.stages.base.FrameResult: the frame's fields, then the stages'."""
     frame = result.frame
-    event: Dict[str, Any] = {
+    return {
         "index": frame.index,
         "time": round(result.wall_time, 6),  # Unix time when the result was ready
         "timestamp_ms": round(float(frame.timestamp_ms), 3),  # the source's own clock
         "latency_ms": round(result.latency_s * 1000.0, 3),
-        **result.saliency.to_event(),
+        **result.fields,
     }
-    if result.iou is not None:
-        event["iou"] = round(result.iou, 4)
-    return event
 
 
 class EventsSink(Sink):
@@ -48,7 +46,7 @@ class EventsSink(Sink):
                 f"cannot write events to {self.path} ({exc.strerror}); choose another --events file"
             ) from None
         self.lines = 0
-        self._lock = threading.Lock()  # frame events come from render threads, CLIP events from the main loop
+        self._lock = threading.Lock()  # one line at a time, whichever thread writes
 
     def write(self, result: Any) -> None:
         self.write_event(event_of(result))
