@@ -425,6 +425,7 @@ def _close_all(things: Any, console: "_Console") -> None:
 
 
 def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
+    from runtime.memory import keep_freed_memory
     from runtime.pipeline import Pipeline, StopSignals
     from runtime.sinks.video import VideoSink
     from runtime.sinks.window import Controls
@@ -434,6 +435,7 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
 
     console = _Console(args.quiet)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    keep_freed_memory()  # frame-sized temporaries reuse their pages instead of faulting in new ones
     path = model_dir(args)
     open_artifact(path)  # a missing or broken model fails before a camera is opened
 
