@@ -42,7 +42,10 @@ def blend_heatmap(bgr: np.ndarray, prob: np.ndarray, alpha: float = 0.5, colorma
 def _blend(image: np.ndarray, prob: np.ndarray, alpha: float, colormap: str) -> None:
     heat = cv2.applyColorMap(cv2.convertScaleAbs(prob, alpha=255.0), COLORMAPS[colormap])
     weight = prob * np.float32(alpha)  # float32 (H, W)
-    image[:] = cv2.blendLinear(heat, image, weight, np.float32(1.0) - weight)
+    if image.flags.c_contiguous:
+        cv2.blendLinear(heat, image, weight, np.float32(1.0) - weight, dst=image)  # elementwise: safe in place
+    else:
+        image[:] = cv2.blendLinear(heat, image, weight, np.float32(1.0) - weight)
 
 
 def blend_heatmap_into(image: np.ndarray, result: SaliencyResult, alpha: float = 0.5, colormap: str = "jet") -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from runtime.stages.base import FrameResult, Stage, check_order
 
@@ -32,6 +32,7 @@ class AssemblyContext:
     model_path: Path  # the run's --model artifact folder
     source_name: str = "stream"
     source_live: bool = False
+    backend_options: Dict[str, Any] = dataclasses.field(default_factory=dict)  # more select_backend keywords
 
 
 _FACTORIES: List[Any] = []

@@ -101,7 +101,9 @@ def from_args(args: Any, ctx: Any) -> Optional[SaliencyStage]:
     from runtime.backends.select import select_backend
 
     artifact = ctx.open_artifact(ctx.model_path)
-    selection = select_backend(artifact, args.backend, args.precision, threads=args.threads, warn=ctx.warn)
+    selection = select_backend(
+        artifact, args.backend, args.precision, threads=args.threads, warn=ctx.warn, **ctx.backend_options
+    )
     backend = selection.backend
     try:
         model = SaliencyModel(backend, threshold=args.threshold or None)
