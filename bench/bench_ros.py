@@ -82,7 +82,8 @@ def main() -> int:
         results = []
         for frame in source_frames:
             pred = rng.random((1, 1, 64, 64), dtype=np.float32)
-            results.append(FrameResult(frame, analyse_saliency(pred, frame.size, frame.depth_m), frame.color.copy()))
+            saliency = analyse_saliency(pred, frame.size, frame.depth_m)
+            results.append(FrameResult(frame, values={"saliency": saliency}, image=frame.color.copy()))
 
         def write(make):
             def run():

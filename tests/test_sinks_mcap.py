@@ -27,6 +27,7 @@ from runtime.saliency import SaliencyModel, analyse_saliency
 from runtime.sinks import check_out_path, open_out_sink
 from runtime.sinks.mcap import JPEG_QUALITY, RosResultsSink
 from runtime.sources import open_source
+from runtime.stages.saliency import SaliencyStage
 from runtime.stats import PipelineStats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +161,8 @@ def _pipeline_run(oracle_artifact, sinks, count=5):
     results = []
     with OnnxRuntimeBackend(oracle_artifact / "model.onnx", providers="cpu", threads=1) as backend:
         source = open_source("synthetic:2", size=(72, 96), count=count)
-        Pipeline(source, SaliencyModel(backend), sinks, PipelineStats(), workers=2, on_result=results.append).run()
+        stages = [SaliencyStage(SaliencyModel(backend))]
+        Pipeline(source, stages, sinks, PipelineStats(), workers=2, on_result=results.append).run()
     return results
 
 
