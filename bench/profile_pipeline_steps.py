@@ -7,8 +7,8 @@ output: preprocessing (colour resize, depth normalisation, depth resize), the sa
 analysis, the heat-map blend, the text panel, the box, and one mp4v frame encoded. Thread CPU time
 (time.thread_time) rather than wall time, so other jobs on a shared machine disturb it less; one
 OpenCV thread. It uses only functions that exist before and after the changes of issue 12, so
-running it with PYTHONPATH at another checkout profiles that checkout (the README's before/after
-table). --keep-freed-memory calls runtime.memory.keep_freed_memory() first, as edge-mm-run does.
+`PYTHONPATH=<other checkout> python bench/profile_pipeline_steps.py` profiles that checkout (the
+README's before/after table). --keep-freed-memory calls runtime.memory.keep_freed_memory() first, as edge-mm-run does.
 Printed, never asserted.
 """
 
@@ -24,7 +24,10 @@ from typing import Callable
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+try:  # PYTHONPATH=<checkout> profiles that checkout; otherwise this one
+    import runtime  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def cpu_ms(fn: Callable[[], object], calls: int) -> float:
