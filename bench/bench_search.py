@@ -1,6 +1,7 @@
-"""Retrieval search latency vs index size: exact numpy search and FAISS, beside NanoDB on AGX Orin.
+"""Retrieval search latency vs index size: exact, FAISS and HNSW graph candidates, beside NanoDB on AGX Orin.
 
     python bench/bench_search.py [--sizes 1k,100k,1M] [--dim 512] [--json bench/results/search.json]
+    python bench/bench_search.py --sizes 100k --threads 1 --graphs all --ef 32,64,128
 
 For each size an IndexStore of clustered unit vectors (CLIP-like: many near-duplicate groups) is
 built in a scratch folder, then searched with k=10:
@@ -9,7 +10,13 @@ built in a scratch folder, then searched with k=10:
 - exact-fp32: ExactIndex with a float32 copy cached in RAM (the default below 512 MiB);
 - faiss-flat-fp16 / faiss-ivf/<nprobe> / faiss-hnsw: FaissIndex kinds (if faiss-cpu is installed),
   with build time and recall@10 against exact search; IVF is timed for each --ivf-nprobe value on
-  one build (nlist is the library default, printed in the JSON).
+  one build (nlist is the library default, printed in the JSON);
+- graph candidates for the `ann` backend (--graphs), each timed at every --ef on one build, all
+  re-ranking their top --candidates with the stored fp16 rows as the product does:
+  ann-usearch-i8 (runtime.retrieval.ann.GraphIndex itself, the default), usearch-f16,
+  faiss-hnsw-sq8, faiss-hnsw-fp16, faiss-hnsw-flat and hnswlib (float32 only). bytes/vector is the
+  saved graph file (codes + links) over the row count; the fp16 rows used for re-ranking are the
+  store's own (1024 B/vector at 512-d, memory-mapped, only candidates are read).
 
 Single-query latency is the p50 (and p95) of one query per call; batch latency is one call with
 --batch queries. NanoDB's numbers (Jetson AI Lab benchmarks page, AGX Orin, flat k-NN on the GPU,
@@ -54,6 +61,9 @@ from edge_mm.atomic import write_json  # noqa: E402
 from edge_mm.cli_support import run_cli  # noqa: E402
 from edge_mm.errors import UsageError  # noqa: E402
 from runtime.retrieval import ExactIndex, IndexStore, ModelInfo, recall_at_k  # noqa: E402
+from runtime.retrieval.search import prepare_queries  # noqa: E402
+
+GRAPHS = ("ann-usearch-i8", "usearch-f16", "faiss-hnsw-sq8", "faiss-hnsw-fp16", "faiss-hnsw-flat", "hnswlib")
 
 # Vector search latency by database size, NanoDB on Jetson AGX Orin (ms), research/clip.md section 4.
 NANODB_ORIN_MS = {
@@ -194,9 +204,10 @@ def bench_size(size: int, args: argparse.Namespace, workdir: Path, faiss_ok: boo
                     rows.append(measure(name, index, queries, size, args.batch, args.budget, truth, build_s))
                     rows[-1]["nlist"], rows[-1]["nprobe"] = index.meta["nlist"], index.nprobe
                 del index
+        rows += graph_rows(store, queries, size, args, truth, workdir)
         for r in rows:
             print(
-                f"[{size}] {r['method']:<16} p50 {r['single_p50_ms']:.2f} ms"
+                f"[{size}] {r['method']:<22} p50 {r['single_p50_ms']:.3f} ms"
                 + (f"  recall@10 {r['recall_at_10']:.3f}" if "recall_at_10" in r else ""),
                 flush=True,
             )
@@ -207,10 +218,144 @@ def bench_size(size: int, args: argparse.Namespace, workdir: Path, faiss_ok: boo
     return rows
 
 
+class Reranked:
+    """A library graph's top `candidates` re-scored with the store's fp16 rows (what GraphIndex does)."""
+
+    def __init__(self, store: IndexStore, find: Callable[[np.ndarray, int], np.ndarray], candidates: int) -> None:
+        self.store, self.find, self.candidates = store, find, candidates
+
+    def search(self, queries: np.ndarray, k: int):
+        q = prepare_queries(queries, self.store.dim)
+        vectors = self.store.vectors()
+        out = np.full((len(q), k), -1, dtype=np.int64)
+        for row in range(len(q)):
+            cand = np.sort(self.find(q[row], self.candidates))
+            cand = cand[cand >= 0]
+            scores = np.asarray(vectors[cand], np.float32) @ q[row]
+            top = np.argsort(-scores)[:k]
+            out[row, : top.size] = cand[top]
+        return None, out
+
+
+def _file_bytes(save: Callable[[str], None], workdir: Path) -> int:
+    path = workdir / "graph.tmp"
+    save(str(path))
+    size = path.stat().st_size
+    path.unlink()
+    return size
+
+
+def build_graph(name: str, store: IndexStore, args: argparse.Namespace, workdir: Path):
+    """(searcher, set_ef, bytes) for one candidate, built over the whole store on args.build_threads."""
+    n, dim, m = len(store), store.dim, args.graph_m
+    vectors = store.vectors()
+
+    def chunks():
+        for lo in range(0, n, ADD_BATCH):
+            yield lo, np.ascontiguousarray(vectors[lo : lo + ADD_BATCH], dtype=np.float32)
+
+    if name == "ann-usearch-i8":
+        from runtime.retrieval.ann import GraphIndex
+
+        index = GraphIndex(
+            store,
+            connectivity=m,
+            expansion_add=args.ef_construction,
+            candidates=args.candidates,
+            threads=args.build_threads,
+            save=False,
+            progress=True,
+        )
+        index.threads = 1
+
+        def set_ef(ef: int) -> None:
+            index.graph.expansion_search = ef
+
+        return index, set_ef, _file_bytes(index.graph.save, workdir)
+    if name == "usearch-f16":
+        from runtime.retrieval.ann import import_usearch
+
+        graph = import_usearch()(ndim=dim, metric="ip", dtype="f16", connectivity=m, expansion_add=args.ef_construction)
+        for lo, block in tqdm(chunks(), total=-(-n // ADD_BATCH), desc=name, leave=False):
+            graph.add(np.arange(lo, lo + len(block)), block, threads=args.build_threads)
+
+        def find(q: np.ndarray, c: int) -> np.ndarray:
+            return np.asarray(graph.search(q, c, threads=1).keys, dtype=np.int64)
+
+        def set_ef(ef: int) -> None:
+            graph.expansion_search = ef
+
+        return Reranked(store, find, args.candidates), set_ef, _file_bytes(graph.save, workdir)
+    if name.startswith("faiss-hnsw-"):
+        import faiss
+
+        factory = {"sq8": f"HNSW{m}_SQ8", "fp16": f"HNSW{m}_SQfp16", "flat": f"HNSW{m}"}[name.rsplit("-", 1)[1]]
+        faiss.omp_set_num_threads(args.build_threads)
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = args.ef_construction
+        if not index.is_trained:
+            pick = np.sort(np.random.default_rng(0).choice(n, size=min(n, 100_000), replace=False))
+            index.train(np.ascontiguousarray(vectors[pick], dtype=np.float32))
+        for _, block in tqdm(chunks(), total=-(-n // ADD_BATCH), desc=name, leave=False):
+            index.add(block)
+        faiss.omp_set_num_threads(1)
+
+        def find(q: np.ndarray, c: int) -> np.ndarray:
+            return index.search(q[None], c)[1][0]
+
+        def set_ef(ef: int) -> None:
+            index.hnsw.efSearch = max(ef, args.candidates)
+
+        size = _file_bytes(lambda p: faiss.write_index(index, p), workdir)
+        return Reranked(store, find, args.candidates), set_ef, size
+    if name == "hnswlib":
+        import hnswlib
+
+        index = hnswlib.Index(space="ip", dim=dim)
+        index.init_index(max_elements=n, M=m, ef_construction=args.ef_construction)
+        index.set_num_threads(args.build_threads)
+        for lo, block in tqdm(chunks(), total=-(-n // ADD_BATCH), desc=name, leave=False):
+            index.add_items(block, np.arange(lo, lo + len(block)))
+        index.set_num_threads(1)
+
+        def find(q: np.ndarray, c: int) -> np.ndarray:
+            return index.knn_query(q, c)[0][0].astype(np.int64)
+
+        def set_ef(ef: int) -> None:
+            index.set_ef(max(ef, args.candidates))
+
+        return Reranked(store, find, args.candidates), set_ef, _file_bytes(index.save_index, workdir)
+    raise UsageError(f"unknown graph candidate {name!r}; choose from {', '.join(GRAPHS)}")
+
+
+def graph_rows(store, queries, size, args, truth, workdir) -> List[Dict[str, Any]]:
+    rows = []
+    for name in args.graphs:
+        if size > args.graph_max:
+            print(f"[{size}] skip {name} (above --graph-max)", flush=True)
+            continue
+        t = time.perf_counter()
+        try:
+            searcher, set_ef, nbytes = build_graph(name, store, args, workdir)
+        except ImportError as exc:
+            print(f"[{size}] skip {name}: {exc}", flush=True)
+            continue
+        build_s = time.perf_counter() - t
+        print(f"[{size}] {name} built in {build_s:.1f} s, {nbytes / size:.0f} B/vector", flush=True)
+        for ef in args.ef:
+            set_ef(ef)
+            row = measure(f"{name}/ef{ef}", searcher, queries, size, args.batch, args.budget, truth, build_s)
+            row.update(ef=ef, candidates=args.candidates, graph_m=args.graph_m, bytes_per_vector=nbytes / size)
+            row["build_threads"] = args.build_threads
+            rows.append(row)
+        del searcher, set_ef
+    return rows
+
+
 def format_table(rows: Sequence[Dict[str, Any]]) -> str:
     head = (
-        f"{'size':>9} {'method':<16} {'p50 ms':>9} {'p95 ms':>9} {'batch/q ms':>10} {'build s':>8} "
-        f"{'recall@10':>9} {'NanoDB ms':>9} {'ours/Nano':>9}"
+        f"{'size':>9} {'method':<22} {'p50 ms':>9} {'p95 ms':>9} {'batch/q ms':>10} {'build s':>8} "
+        f"{'recall@10':>9} {'B/vector':>8} {'NanoDB ms':>9} {'ours/Nano':>9}"
     )
     lines = [head, "-" * len(head)]
 
@@ -219,8 +364,9 @@ def format_table(rows: Sequence[Dict[str, Any]]) -> str:
 
     for r in rows:
         lines.append(
-            f"{r['size']:>9,} {r['method']:<16} {r['single_p50_ms']:>9.2f} {r['single_p95_ms']:>9.2f} "
+            f"{r['size']:>9,} {r['method']:<22} {r['single_p50_ms']:>9.3f} {r['single_p95_ms']:>9.3f} "
             f"{r['batch_per_query_ms']:>10.3f} {fmt(r.get('build_s'), '8.1f'):>8} {fmt(r.get('recall_at_10'), '.3f'):>9} "
+            f"{fmt(r.get('bytes_per_vector'), '8.0f'):>8} "
             f"{fmt(r['nanodb_orin_ms'], '.1f'):>9} {fmt(r['ratio_vs_nanodb'], '.1f'):>9}"
         )
     return "\n".join(lines)
@@ -250,6 +396,13 @@ def machine() -> Dict[str, Any]:
         info["faiss"] = faiss.__version__
     except ImportError:
         info["faiss"] = None
+    for package in ("usearch", "hnswlib"):
+        try:
+            from importlib.metadata import version
+
+            info[package] = version(package)
+        except Exception:
+            info[package] = None
     return info
 
 
@@ -263,6 +416,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--ivf-nprobe", default="auto", help="comma list of IVF nprobe values to time on one build ('auto': nlist/8)"
     )
     p.add_argument("--hnsw-max", type=parse_size, default=100_000, help="skip HNSW above this size (slow to build)")
+    p.add_argument(
+        "--graphs", default="all", help=f"graph candidates, comma list or 'all' ({', '.join(GRAPHS)}), '' for none"
+    )
+    p.add_argument("--graph-max", type=parse_size, default=1_000_000, help="skip graph candidates above this size")
+    p.add_argument("--graph-m", type=int, default=16, help="graph connectivity M (links per node)")
+    p.add_argument("--ef-construction", type=int, default=64, help="graph build-time candidate list")
+    p.add_argument("--ef", default="32,64,128", help="search-time candidate lists to time on each graph")
+    p.add_argument("--candidates", type=int, default=40, help="graph hits re-ranked with the fp16 rows")
+    p.add_argument("--build-threads", type=int, default=2, help="threads for graph builds (queries use 1)")
     p.add_argument("--max-cache-gb", type=float, default=2.0, help="skip exact-fp32 when its RAM copy is larger")
     p.add_argument("--budget", type=float, default=3.0, help="seconds of single queries per method and size")
     p.add_argument("--recall-queries", type=int, default=100)
@@ -281,10 +443,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     args.faiss_kinds = [k for k in args.faiss_kinds.split(",") if k.strip()]
     args.ivf_nprobe = [v.strip() for v in args.ivf_nprobe.split(",") if v.strip()]
+    args.graphs = list(GRAPHS) if args.graphs == "all" else [g for g in args.graphs.split(",") if g.strip()]
+    args.ef = [int(v) for v in args.ef.split(",") if v.strip()]
     if any(v != "auto" and not v.isdigit() for v in args.ivf_nprobe):
         raise UsageError(f"--ivf-nprobe takes 'auto' or positive integers, got {args.ivf_nprobe}")
     try:
-        import faiss  # noqa: F401
+        import faiss  # noqa: F401 - before usearch: the other order segfaults (runtime.retrieval.ann)
 
         faiss_ok = bool(args.faiss_kinds)
     except ImportError:

@@ -46,6 +46,7 @@ import numpy as np
 from edge_mm.clip.zero_shot import DEFAULT_TEMPLATES
 from edge_mm.errors import IndexStoreError, UsageError
 from runtime.retrieval.crop import DEFAULT_PAD, clamp_box, padded_square_crop
+from runtime.retrieval.thumbnail import make_thumbnail
 from runtime.stages.base import FrameResult, Stage
 
 log = logging.getLogger("edge_mm.runtime.clip_stage")
@@ -446,6 +447,7 @@ class ClipStage(Stage):
                     "box": list(crop.box),
                     "source": "stream",
                     "extra": extra,
+                    "thumbnail": make_thumbnail(crop.image),
                 }
             ],
         )

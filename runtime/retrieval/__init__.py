@@ -1,9 +1,13 @@
-"""On-device embedding index for CLIP retrieval (torch-free: numpy, sqlite3, optional faiss).
+"""On-device embedding index for CLIP retrieval (torch-free: numpy, sqlite3, optional usearch/faiss/ray).
 
 store = IndexStore("idx", dim=512, model_info=ModelInfo.from_spec(spec), mode="a")
-ids = store.add(unit_vectors, [{"content_hash": h, "path": p} for h, p in ...])
-scores, ids = open_search_index(store).search(text_embeddings, k=8)
+ids = store.add(unit_vectors, [{"content_hash": h, "path": p, "thumbnail": jpeg} for h, p, jpeg in ...])
+scores, ids = open_search_index(store, "auto").search(text_embeddings, k=8)   # ids -1: nothing found
 hits = store.items(ids[0])
+store.remove([ids[0][0]])     # searches skip it at once; compact.compact(path) reclaims the space
+
+Modules: store (the truth: fp16 rows + SQLite), search (exact), ann (usearch graph, derived),
+faiss_index (FAISS, derived), compact, thumbnail, ingest / ray_ingest (filling it), cli.
 """
 
 from __future__ import annotations
@@ -15,15 +19,30 @@ from runtime.retrieval.search import ExactIndex, exact_search, recall_at_k
 from runtime.retrieval.store import IndexStore, ModelInfo
 
 if TYPE_CHECKING:
+    from runtime.retrieval.ann import GraphIndex
     from runtime.retrieval.faiss_index import FaissIndex
 
-BACKENDS = ("exact", "faiss")
+BACKENDS = ("auto", "exact", "ann", "faiss")
+# Above this many rows `auto` (and edge-mm-index search) uses the graph. Measured on the 2-core
+# dev box (bench/bench_search.py, README "Retrieval"): exact search of 50k x 512 already takes
+# several ms per query while the graph answers in ~0.3 ms and builds in ~12 s; below it exact
+# search is fast enough that a graph file is not worth keeping up to date.
+ANN_MIN_ROWS = 50_000
 
 
-def open_search_index(store: IndexStore, backend: str = "exact", **options: Any) -> Union[ExactIndex, "FaissIndex"]:
-    """A searcher over `store`: 'exact' (numpy, default) or 'faiss' (options go to FaissIndex)."""
+def open_search_index(
+    store: IndexStore, backend: str = "exact", **options: Any
+) -> Union[ExactIndex, "GraphIndex", "FaissIndex"]:
+    """A searcher over `store`: 'exact' (numpy, default), 'ann' (usearch graph, options go to
+    GraphIndex), 'faiss' (options go to FaissIndex) or 'auto' (ann from ANN_MIN_ROWS rows, else exact)."""
+    if backend == "auto":
+        backend = "ann" if len(store) >= ANN_MIN_ROWS else "exact"
     if backend == "exact":
         return ExactIndex(store, **options)
+    if backend == "ann":
+        from runtime.retrieval.ann import GraphIndex  # usearch is optional: import on demand
+
+        return GraphIndex(store, **options)
     if backend == "faiss":
         from runtime.retrieval.faiss_index import FaissIndex  # faiss is optional: import on demand
 
@@ -31,4 +50,13 @@ def open_search_index(store: IndexStore, backend: str = "exact", **options: Any)
     raise UsageError(f"unknown search backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "ExactIndex", "IndexStore", "ModelInfo", "exact_search", "open_search_index", "recall_at_k"]
+__all__ = [
+    "ANN_MIN_ROWS",
+    "BACKENDS",
+    "ExactIndex",
+    "IndexStore",
+    "ModelInfo",
+    "exact_search",
+    "open_search_index",
+    "recall_at_k",
+]

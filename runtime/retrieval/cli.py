@@ -4,6 +4,9 @@
     edge-mm-index add --model artifacts/clip-demo --index idx recording:run.bag --saliency artifacts/cdinet-s
     edge-mm-index search --index idx "a red mug" -k 5
     edge-mm-index search --index idx --image query.jpg --json
+    edge-mm-index add --ray auto --model artifacts/clip-demo --index idx photos/
+    edge-mm-index remove --index idx --path '/data/old/*' --before 2026-12-01T00:00
+    edge-mm-index compact --index idx
     edge-mm-index info --index idx
 
 `add` embeds images, video frames (at --fps) and RGB-D recordings or cameras (optionally cut to
@@ -11,6 +14,11 @@ the salient object with --saliency), in batches with a progress bar; what is ind
 (same content hash) is skipped, and Ctrl-C keeps every committed batch: run the command again to
 resume. An index remembers the model that made it; adding or searching with another model is an
 error. It also remembers the artifact folder, so `search` needs --model only if that folder moved.
+
+`search` uses the HNSW graph (runtime/retrieval/ann.py) once the index holds ANN_MIN_ROWS items,
+exact search below that; --exact forces exact search. `add` keeps an existing graph (or one the
+index is now large enough for) up to date. `remove` tombstones items (searches skip them at
+once); `compact` reclaims their space, building the index anew aside and renaming it in.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from edge_mm.cli_support import run_cli
-from edge_mm.errors import IndexStoreError, InputError, UsageError
+from edge_mm.errors import BackendError, IndexStoreError, InputError, UsageError
 from runtime.retrieval.artifact_note import remember_artifact, remembered_artifact
 from runtime.retrieval.crop import DEFAULT_PAD
 
@@ -88,6 +96,10 @@ def cmd_add(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-frames {args.max_frames} must be >= 1")
     if args.batch < 1:
         raise UsageError(f"--batch {args.batch} must be >= 1")
+    if args.ray is not None:
+        from runtime.retrieval.ray_ingest import import_ray
+
+        import_ray()  # the one-line install hint before anything else happens
     if not args.pad >= 0:
         raise UsageError(f"--pad {args.pad} must be >= 0")
     targets = _targets(args.targets)
@@ -104,14 +116,15 @@ def cmd_add(args: argparse.Namespace) -> int:
     try:
         store = IndexStore(index_path, dim=_dim_of(paths), model_info=model_info, mode="a")
         remember_artifact(index_path, paths.root, model_info)
-        embedder = ClipEmbedder.open(
-            paths.root,
-            backend=args.backend,
-            precision=args.precision,
-            threads=args.threads,
-            batch_size=args.batch,
-            text="no",
-        )
+        if args.ray is None:  # with --ray the actors open the model; this process only writes
+            embedder = ClipEmbedder.open(
+                paths.root,
+                backend=args.backend,
+                precision=args.precision,
+                threads=args.threads,
+                batch_size=args.batch,
+                text="no",
+            )
         if args.saliency:
             cropper = SalientCropper.open(
                 args.saliency,
@@ -124,11 +137,28 @@ def cmd_add(args: argparse.Namespace) -> int:
         progress = not args.no_progress and not args.json
         say = (lambda text: print(text, file=sys.stderr)) if args.json else print
         if not args.json:
-            print(f"adding to {index_path} ({len(store)} items) with {embedder.description}")
+            using = embedder.description if embedder is not None else f"Ray ({args.ray})"
+            print(f"adding to {index_path} ({len(store)} items) with {using}")
         options = IngestOptions(
             fps=args.fps, max_frames=args.max_frames, cropper=cropper, batch_size=args.batch, progress=progress
         )
-        report = Ingest(embedder, store, options, say=say).run(targets)
+        if args.ray is not None:
+            from runtime.retrieval.ray_ingest import RayIngest
+
+            report = RayIngest(
+                paths.root,
+                store,
+                options,
+                address=args.ray,
+                backend=args.backend,
+                precision=args.precision,
+                threads=args.threads,
+                say=say,
+            ).run(targets)
+        else:
+            report = Ingest(embedder, store, options, say=say).run(targets)
+        if not report.interrupted:
+            _update_graph(store, progress)
         total = len(store)
     except KeyboardInterrupt:
         total = len(store) if store is not None else 0
@@ -150,6 +180,22 @@ def cmd_add(args: argparse.Namespace) -> int:
         print("interrupted: every committed batch is kept; run the same command again to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def _update_graph(store: Any, progress: bool) -> None:
+    """Extend the saved search graph with what was added (build it once the index is large enough)."""
+    from runtime.retrieval import ANN_MIN_ROWS
+    from runtime.retrieval.ann import graph_path, import_usearch
+
+    if len(store) < ANN_MIN_ROWS and not graph_path(store).is_file():
+        return
+    try:
+        import_usearch()
+    except BackendError:
+        return  # searches fall back to exact search without usearch; nothing to keep up to date
+    from runtime.retrieval.ann import GraphIndex
+
+    GraphIndex(store, progress=progress)
 
 
 def _dim_of(paths) -> int:
@@ -207,8 +253,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         image = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
         if image is None:
             raise InputError(f"--image {args.image} is missing or not an image OpenCV can read")
+    if args.exact and args.faiss:
+        raise UsageError("--exact and --faiss exclude each other; pick one")
     paths, model_info = _clip_identity(_artifact_for(index_path, args.model))
-    backend = "faiss" if args.faiss else "exact"
     answers = []
     # Opening the store with the CLIP model's identity is the check that the index was made by it.
     with IndexStore(index_path, model_info=model_info, mode="r") as store:
@@ -221,7 +268,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         ) as embedder:
             queries = embedder.embed_images([image]) if image is not None else embedder.embed_texts(texts)
             described = embedder.description
+        backend = "faiss" if args.faiss else "exact" if args.exact else "auto"
         searcher = open_search_index(store, backend, **({"kind": args.faiss} if args.faiss else {}))
+        backend = searcher.name if backend != "faiss" else f"faiss-{args.faiss}"
         scores, ids = searcher.search(queries, args.k)
         for row in range(len(queries)):
             found = [(float(s), int(i)) for s, i in zip(scores[row], ids[row]) if i >= 0]
@@ -276,17 +325,91 @@ def cmd_info(args: argparse.Namespace) -> int:
             "created_at": float(info.get("created_at", "0") or 0),
             "artifact": str(remembered_artifact(index_path) or ""),
             "faiss": sorted(p.name for p in index_path.glob("faiss-*.index")),
+            "removed": int(store.deleted_ids().size),
+            "live": store.live_count(),
+            "graph": sorted(p.name for p in index_path.glob("graph-*.usearch")),
         }
     if args.json:
         print(json.dumps(out, sort_keys=True))
         return 0
-    print(f"index {out['index']}: {out['items']} items, {out['dim']}-d")
+    print(f"index {out['index']}: {out['items']} items ({out['removed']} removed), {out['dim']}-d")
     print(
         f"  model {out['model']['name']} (spec {out['model']['spec_digest'][:12]}, weights {out['model']['weights_sha256'][:12] or '?'})"
     )
     print(f"  artifact {out['artifact'] or '(not recorded)'}")
     if out["faiss"]:
         print(f"  faiss {', '.join(out['faiss'])}")
+    if out["graph"]:
+        print(f"  search graph {', '.join(out['graph'])}")
+    return 0
+
+
+# --------------------------------------------------------------------------- remove, compact
+
+
+def parse_time(text: str) -> float:
+    """Seconds since the epoch from a number or an ISO 8601 time (no zone given: local time)."""
+    import datetime
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise UsageError(
+            f"--before {text!r} is not a time; give ISO 8601 (2026-12-01T08:00, 2026-12-01) or seconds since the epoch"
+        ) from None
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from runtime.retrieval.store import IndexStore
+
+    if not (args.path or args.before or args.id):
+        raise UsageError("say what to remove: --path GLOB, --before TIME and/or --id N ...")
+    if args.id and (args.path or args.before):
+        raise UsageError("--id names items exactly; do not combine it with --path or --before")
+    before = parse_time(args.before) if args.before else None
+    index_path = Path(args.index)
+    with IndexStore(index_path, mode="r") as probe:
+        model = probe.model_info
+    with IndexStore(index_path, model_info=model, mode="a") as store:
+        ids = list(args.id) if args.id else store.select_ids(path_glob=args.path, before=before)
+        removed = store.remove(ids) if ids and not args.dry_run else 0
+        out = {
+            "index": str(index_path),
+            "matched": len(ids),
+            "removed": removed,
+            "dry_run": bool(args.dry_run),
+            "live": store.live_count(),
+            "removed_total": int(store.deleted_ids().size),
+        }
+    if args.json:
+        print(json.dumps(out, sort_keys=True))
+    elif args.dry_run:
+        print(f"would remove {len(ids)} items from {index_path} (dry run: nothing changed)")
+    else:
+        print(
+            f"removed {removed} items from {index_path}; {out['live']} remain searchable "
+            f"({out['removed_total']} removed in all: edge-mm-index compact reclaims their space)"
+        )
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from runtime.retrieval.compact import compact
+
+    index_path = Path(args.index)
+    if not index_path.exists():
+        from runtime.retrieval.store import IndexStore
+
+        IndexStore(index_path, mode="r")  # finishes an interrupted compact, or says there is no index
+    result = compact(index_path, progress=not args.no_progress and not args.json)
+    if args.json:
+        print(json.dumps(dict(result, index=str(index_path)), sort_keys=True))
+    else:
+        print(f"compacted {index_path}: kept {result['kept']} items, dropped {result['removed']} removed ones")
     return 0
 
 
@@ -334,6 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"salient crop padding, share of the box side (default {DEFAULT_PAD})",
     )
     add.add_argument("--batch", type=int, default=32, help="images per embedding batch and commit (default 32)")
+    add.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="auto|ADDRESS",
+        help="decode, preprocess and embed on a Ray cluster (pip install 'edge-mm[ray]'); image files only",
+    )
     add.add_argument("--no-progress", action="store_true", help="no progress bar")
     add.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_backend_options(add)
@@ -354,8 +484,26 @@ def build_parser() -> argparse.ArgumentParser:
         choices=FAISS_KINDS,
         help="search with FAISS (pip install faiss-cpu) instead of exactly; KIND defaults to ivf-flat",
     )
+    search.add_argument(
+        "--exact", action="store_true", help="exact search even on a large index (default: a graph from 50k items)"
+    )
     _add_backend_options(search)
     search.set_defaults(func=cmd_search)
+
+    remove = sub.add_parser("remove", help="remove items: searches skip them at once (compact reclaims the space)")
+    remove.add_argument("--index", required=True, help="index folder")
+    remove.add_argument("--path", help="items whose path matches this glob (* ? [..], case-sensitive; quote it)")
+    remove.add_argument("--before", help="items added before this time (ISO 8601, local time, or epoch seconds)")
+    remove.add_argument("--id", type=int, nargs="+", help="items with these ids (as search --json shows)")
+    remove.add_argument("--dry-run", action="store_true", help="only count what would be removed")
+    remove.add_argument("--json", action="store_true", help="print the summary as JSON")
+    remove.set_defaults(func=cmd_remove)
+
+    compact = sub.add_parser("compact", help="reclaim the space of removed items (rewrites the index, ids change)")
+    compact.add_argument("--index", required=True, help="index folder")
+    compact.add_argument("--no-progress", action="store_true", help="no progress bar")
+    compact.add_argument("--json", action="store_true", help="print the summary as JSON")
+    compact.set_defaults(func=cmd_compact)
 
     info = sub.add_parser("info", help="what an index holds and which model made it")
     info.add_argument("--index", required=True, help="index folder")

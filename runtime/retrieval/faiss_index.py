@@ -230,12 +230,16 @@ class FaissIndex:
         rows = len(self.store)
         covered = int(self.index.ntotal)
         kk = min(k, rows)
-        scores = np.full((q.shape[0], 0), -np.inf, dtype=np.float32)
-        ids = np.full((q.shape[0], 0), -1, dtype=np.int64)
+        deleted = self.store.deleted_ids()
+        scores = np.full((q.shape[0], kk), -np.inf, dtype=np.float32)
+        ids = np.full((q.shape[0], kk), -1, dtype=np.int64)
         if covered > 0 and kk > 0:
-            scores, ids = self.index.search(q, min(kk, covered))
-            scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
+            # Removed rows are still in the FAISS index: ask for enough more to drop them and keep k.
+            found_s, found_i = self.index.search(q, min(covered, kk + int(np.searchsorted(deleted, covered))))
+            dead = (found_i < 0) | np.isin(found_i, deleted)
+            found = (np.where(dead, -np.inf, found_s).astype(np.float32), np.where(dead, -1, found_i))
+            scores, ids = merge_topk((scores, ids), found, kk)
         if rows > covered:  # committed after the FAISS index was refreshed: search those exactly
-            tail = exact_search(self.store.vectors()[covered:rows], q, kk, id_offset=covered)
+            tail = exact_search(self.store.vectors()[covered:rows], q, kk, id_offset=covered, exclude=deleted)
             scores, ids = merge_topk((scores, ids), tail, kk)
         return scores, ids.astype(np.int64)

@@ -38,6 +38,7 @@ from edge_mm.errors import SourceError, UsageError
 from runtime.retrieval.crop import DEFAULT_PAD, padded_square_crop
 from runtime.retrieval.embed import ClipEmbedder, iter_batches
 from runtime.retrieval.store import IndexStore
+from runtime.retrieval.thumbnail import make_thumbnail
 
 log = logging.getLogger("edge_mm.runtime.ingest")
 
@@ -441,7 +442,7 @@ class Ingest:
     def _commit(self, batch: List[Sample]) -> None:
         vectors = self.embedder.embed_images([s.image for s in batch])
         before = len(self.store)
-        self.store.add(vectors, [s.item for s in batch])
+        self.store.add(vectors, [dict(s.item, thumbnail=make_thumbnail(s.image)) for s in batch])
         added = len(self.store) - before
         self.report.added += added
         self.report.skipped += len(batch) - added  # duplicates within the run (the same file twice)

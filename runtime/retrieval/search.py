@@ -57,11 +57,13 @@ def exact_search(
     k: int,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     id_offset: int = 0,
+    exclude: Optional[np.ndarray] = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Top-k rows of `vectors` (n, D; fp16 or fp32, e.g. a memmap) by inner product with each query.
 
     `queries` must already be float32 and unit-norm (see prepare_queries). Returns (scores, ids),
-    both (Q, min(k, n)), best first; ids are row numbers plus `id_offset`.
+    both (Q, min(k, n)), best first; ids are row numbers plus `id_offset`. Ids in `exclude` (sorted,
+    e.g. removed rows) are never returned; slots left empty hold id -1 and score -inf.
     """
     k = check_k(k)
     n = vectors.shape[0]
@@ -81,6 +83,9 @@ def exact_search(
         else:
             block = vectors[start:stop]
         sims = queries @ block.T  # (Q, c)
+        if exclude is not None and exclude.size:
+            lo, hi = np.searchsorted(exclude, [start + id_offset, stop + id_offset])
+            sims[:, exclude[lo:hi] - (start + id_offset)] = -np.inf
         if stop - start > kk:
             part = np.argpartition(sims, -kk, axis=1)[:, -kk:]
             cand_s = np.take_along_axis(sims, part, axis=1)
@@ -93,6 +98,7 @@ def exact_search(
         keep = np.argpartition(all_s, -kk, axis=1)[:, -kk:]
         best_s = np.take_along_axis(all_s, keep, axis=1)
         best_i = np.take_along_axis(all_i, keep, axis=1)
+    best_i = np.where(np.isfinite(best_s), best_i, -1)
     return sort_topk(best_s, best_i)
 
 
@@ -125,6 +131,15 @@ class ExactIndex:
         self.chunk_rows = int(chunk_rows)
         self.cache_bytes = 0 if cache_bytes is None else int(cache_bytes)
         self._cache = np.empty((0, store.dim), dtype=np.float32)
+        self._deleted = np.empty(0, dtype=np.int64)
+        self._deletions_seen = -1
+
+    def _deleted_ids(self) -> np.ndarray:
+        """Removed rows, re-read only when the store's deletion counter moved."""
+        seen = self.store.deletions()
+        if seen != self._deletions_seen:
+            self._deleted, self._deletions_seen = self.store.deleted_ids(), seen
+        return self._deleted
 
     def _rows(self) -> np.ndarray:
         """The committed rows: the float32 cache if it fits the budget, else the fp16 memmap."""
@@ -140,7 +155,7 @@ class ExactIndex:
     def search(self, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """(scores, ids) of the k most similar items per query, best first; (Q, min(k, len(store)))."""
         q = prepare_queries(queries, self.store.dim)
-        return exact_search(self._rows(), q, k, self.chunk_rows)
+        return exact_search(self._rows(), q, k, self.chunk_rows, exclude=self._deleted_ids())
 
 
 def recall_at_k(found_ids: np.ndarray, true_ids: np.ndarray, k: int) -> float:

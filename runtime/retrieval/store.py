@@ -3,14 +3,34 @@
 An index is a folder:
 
     vectors.f16   row-major float16, one row of `dim` values per item, only ever appended
-    meta.sqlite   items (id = row number) and an info table: dim, model, spec digest, format
+    meta.sqlite   items (id = row number, metadata, thumbnail, tombstone) and an info table: dim,
+                  model, spec digest, format, index uuid, deletion counter
     writer.lock   held (fcntl.flock) by the one process that may add; holds its pid
+    graph-*.bin   derived search graphs (runtime/retrieval/ann.py); never the truth, rebuilt at will
 
 Crash safety comes from the order of an `add`: the new rows are written past the committed ones
 and fsync'ed first, and only then is the SQLite transaction that names them committed. The
 committed row count in SQLite is the truth; a longer vectors file (the tail of an add that was
 killed before its commit) is ignored by readers and cut off by the next writer. SQLite runs in WAL
 mode so readers search while one writer adds.
+
+API:
+
+    store = IndexStore(path, dim=512, model_info=ModelInfo.from_spec(spec), mode="a")
+    ids = store.add(vectors, [{"content_hash": h, "path": p, "thumbnail": jpeg_bytes}, ...])
+    store.items(ids)          metadata dicts (id, content_hash, path, frame_time, box, source,
+                              added_at, extra, deleted_at, has_thumbnail)
+    store.thumbnail(id)       the item's JPEG bytes, or None (runtime.retrieval.thumbnail makes them)
+    store.remove(ids)         tombstone: the rows stay on disk, every search skips them
+    store.select_ids(path_glob=..., before=...)   ids to remove by path pattern or add time
+    store.deleted_ids()       sorted int64 ids of tombstoned rows (what searches skip)
+
+A thumbnail is a small JPEG (longest side <= 128 px, at most MAX_THUMBNAIL_BYTES) committed in the
+same SQLite transaction as its item, so an item and its thumbnail appear together or not at all.
+A tombstone is one UPDATE in one transaction (and bumps the `deletions` counter that searchers
+read to refresh their skip list); re-adding a removed content hash revives its row. The disk space
+of removed rows comes back with runtime/retrieval/compact.py (`edge-mm-index compact`), which
+builds a new index aside and renames it in.
 """
 
 from __future__ import annotations
@@ -41,7 +61,11 @@ LOCK_FILE = "writer.lock"
 # Unit-norm inputs are expected (CLIP embeddings are L2-normalised); anything further off is a bug
 # upstream (e.g. the projection without normalisation) that would silently skew cosine ranking.
 NORM_TOLERANCE = 1e-2
-ITEM_KEYS = frozenset({"content_hash", "path", "frame_time", "box", "source", "extra"})
+ITEM_KEYS = frozenset({"content_hash", "path", "frame_time", "box", "source", "extra", "thumbnail"})
+# A thumbnail is for a results page, not for re-embedding: 128 px JPEGs are 3-8 KiB; the cap stops a
+# caller from filling the metadata database with full frames.
+MAX_THUMBNAIL_BYTES = 32 << 10
+_JPEG_MAGIC = b"\xff\xd8\xff"
 # SQLite's limit on bound parameters is 32766 on current builds, 999 on old ones.
 _SQL_CHUNK = 900
 
@@ -55,9 +79,14 @@ CREATE TABLE items (
     box TEXT,
     source TEXT NOT NULL DEFAULT '',
     added_at REAL NOT NULL,
-    extra TEXT NOT NULL DEFAULT '{}'
+    extra TEXT NOT NULL DEFAULT '{}',
+    deleted_at REAL,
+    thumbnail BLOB
 );
+CREATE INDEX items_deleted ON items(deleted_at) WHERE deleted_at IS NOT NULL;
 """
+# Columns added after format 1 was first released; a writer adds them to an older index.
+_LATER_COLUMNS = {"deleted_at": "REAL", "thumbnail": "BLOB"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +183,9 @@ class IndexStore:
         self._vec_fd = -1
         self._mmap: Optional[np.ndarray] = None
         wanted = ModelInfo.coerce(model_info) if model_info is not None else None
+        from runtime.retrieval.compact import recover_interrupted_compact  # compact imports this module
+
+        recover_interrupted_compact(self.path)
 
         if mode == "a":
             if wanted is None:
@@ -188,7 +220,7 @@ class IndexStore:
             )
         return False  # an empty folder: create the index in it
 
-    def _create(self, dim: Optional[int], model: ModelInfo) -> None:
+    def _create(self, dim: Optional[int], model: ModelInfo, info_extra: Optional[Mapping[str, str]] = None) -> None:
         if dim is None or int(dim) <= 0:
             raise UsageError(f"creating index {self.path} needs the embedding dimension (dim > 0), got {dim!r}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,6 +245,8 @@ class IndexStore:
                     # Lets derived files (e.g. a FAISS index) tell this index from a copy of another.
                     "index_uuid": os.urandom(16).hex(),
                     "created_at": repr(time.time()),
+                    "deletions": "0",
+                    **dict(info_extra or {}),
                 }
                 db.execute("BEGIN")
                 db.executemany("INSERT INTO info(key, value) VALUES (?, ?)", sorted(info.items()))
@@ -253,6 +287,13 @@ class IndexStore:
             if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 raise IndexStoreError(f"index {self.path} is not in WAL mode; it was not made by edge-mm, rebuild it")
             committed = self._committed_rows()
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
+            if self.mode == "a":
+                for name, kind in _LATER_COLUMNS.items():
+                    if name not in columns:
+                        self._db.execute(f"ALTER TABLE items ADD COLUMN {name} {kind}")
+                columns |= set(_LATER_COLUMNS)
+            self._columns = columns
         except sqlite3.DatabaseError as exc:
             raise IndexStoreError(
                 f"index metadata {self.path / META_FILE} is corrupt or unreadable ({exc}); rebuild the index at a new path"
@@ -345,14 +386,115 @@ class IndexStore:
             return self._mmap
 
     def has(self, content_hash: str) -> bool:
+        """Whether `content_hash` is indexed and not removed (a removed one is embedded again on re-add)."""
         with self._mutex:
             self._check_open()
-            return (
-                self._db.execute("SELECT 1 FROM items WHERE content_hash = ?", (content_hash,)).fetchone() is not None
-            )
+            row = self._db.execute(
+                f"SELECT {self._deleted_col} FROM items WHERE content_hash = ?", (content_hash,)
+            ).fetchone()
+            return row is not None and row[0] is None
+
+    @property
+    def _deleted_col(self) -> str:
+        # An index made before tombstones, opened read-only, has no such column: nothing is deleted.
+        return "deleted_at" if "deleted_at" in self._columns else "NULL"
+
+    def deletions(self) -> int:
+        """How many remove() calls have committed (with revivals); searchers refresh their skip list when it moves."""
+        with self._mutex:
+            self._check_open()
+            row = self._db.execute("SELECT value FROM info WHERE key = 'deletions'").fetchone()
+            return int(row[0]) if row else 0
+
+    def deleted_ids(self) -> np.ndarray:
+        """Sorted int64 ids of removed (tombstoned) rows; every search path skips them."""
+        with self._mutex:
+            self._check_open()
+            if "deleted_at" not in self._columns:
+                return np.empty(0, dtype=np.int64)
+            rows = self._db.execute("SELECT id FROM items WHERE deleted_at IS NOT NULL ORDER BY id").fetchall()
+            return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def live_count(self) -> int:
+        """Rows that searches can return: committed minus removed."""
+        with self._mutex:
+            return len(self) - int(self.deleted_ids().size)
+
+    def thumbnail(self, item_id: int) -> Optional[bytes]:
+        """The JPEG thumbnail stored with `item_id`, or None if it was added without one."""
+        with self._mutex:
+            self._check_open()
+            if "thumbnail" not in self._columns:
+                return None
+            row = self._db.execute("SELECT thumbnail FROM items WHERE id = ?", (int(item_id),)).fetchone()
+        if row is None:
+            raise IndexStoreError(f"index {self.path} has no item with id {item_id}; use ids returned by add or search")
+        return bytes(row[0]) if row[0] is not None else None
+
+    def select_ids(self, path_glob: Optional[str] = None, before: Optional[float] = None) -> List[int]:
+        """Live ids whose path matches `path_glob` (SQLite GLOB: * ? [..], case-sensitive) and/or that
+        were added before `before` (seconds since the epoch). Both given: both must hold."""
+        if path_glob is None and before is None:
+            raise UsageError("select_ids needs path_glob and/or before")
+        where, params = [f"{self._deleted_col} IS NULL"], []
+        if path_glob is not None:
+            where.append("path GLOB ?")
+            params.append(str(path_glob))
+        if before is not None:
+            where.append("added_at < ?")
+            params.append(float(before))
+        with self._mutex:
+            self._check_open()
+            cur = self._db.execute(f"SELECT id FROM items WHERE {' AND '.join(where)} ORDER BY id", params)
+            return [int(r[0]) for r in cur]
+
+    def remove(self, ids: Iterable[int]) -> int:
+        """Tombstone `ids` in one transaction; returns how many were live. Unknown ids raise IndexStoreError."""
+        if self._lock is None:
+            raise UsageError(f"index {self.path} was opened for searching; open it with mode='a' to remove items")
+        wanted = sorted({int(i) for i in ids})
+        with self._mutex:
+            self._check_open()
+            n = self._committed_rows()
+            bad = [i for i in wanted if not 0 <= i < n]
+            if bad:
+                raise IndexStoreError(
+                    f"index {self.path} has no item with id {bad[0]} (it holds ids 0..{n - 1}); "
+                    "use ids shown by search --json"
+                )
+            return self._set_deleted(wanted, time.time())
+
+    def _set_deleted(self, ids: List[int], when: Optional[float]) -> int:
+        """Tombstone (when = a time) or revive (when = None) ids; bumps `deletions` in the same transaction."""
+        db = self._db
+        changed = 0
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for start in range(0, len(ids), _SQL_CHUNK):
+                part = ids[start : start + _SQL_CHUNK]
+                marks = ",".join("?" * len(part))
+                state = "IS NULL" if when is not None else "IS NOT NULL"
+                changed += db.execute(
+                    f"UPDATE items SET deleted_at = ? WHERE id IN ({marks}) AND deleted_at {state}", [when, *part]
+                ).rowcount
+            if changed:
+                db.execute(
+                    "INSERT INTO info(key, value) VALUES ('deletions', '1') "
+                    "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+                )
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise IndexStoreError(
+                    f"could not commit to index {self.path} ({exc}); check disk space and permissions"
+                ) from None
+            raise
+        return changed
 
     def ids_for(self, content_hashes: Sequence[str]) -> Dict[str, int]:
-        """The ids of those hashes that are indexed."""
+        """The ids of those hashes that are indexed (removed ones included)."""
         found: Dict[str, int] = {}
         unique = list(dict.fromkeys(content_hashes))
         with self._mutex:
@@ -376,8 +518,10 @@ class IndexStore:
             for start in range(0, len(unique), _SQL_CHUNK):
                 part = unique[start : start + _SQL_CHUNK]
                 marks = ",".join("?" * len(part))
+                thumb = "thumbnail IS NOT NULL" if "thumbnail" in self._columns else "0"
                 cur = self._db.execute(
-                    f"SELECT id, content_hash, path, frame_time, box, source, added_at, extra FROM items WHERE id IN ({marks})",
+                    f"SELECT id, content_hash, path, frame_time, box, source, added_at, extra, {self._deleted_col}, "
+                    f"{thumb} FROM items WHERE id IN ({marks})",
                     part,
                 )
                 for r in cur:
@@ -390,6 +534,8 @@ class IndexStore:
                         "source": r[5],
                         "added_at": r[6],
                         "extra": json.loads(r[7]),
+                        "deleted_at": r[8],
+                        "has_thumbnail": bool(r[9]),
                     }
         missing = [i for i in unique if i not in rows]
         if missing:
@@ -404,8 +550,9 @@ class IndexStore:
         """Add unit-norm `vectors` (N, dim) with one metadata dict per row, in one transaction.
 
         An item whose content_hash is already indexed (or repeats within the batch) is skipped and
-        its existing id is returned in its place, so re-running an interrupted ingest is safe.
-        Returns the id of every given item, in order.
+        its existing id is returned in its place, so re-running an interrupted ingest is safe; a
+        removed one is revived (same content, same vector). An item may carry "thumbnail": JPEG
+        bytes (at most MAX_THUMBNAIL_BYTES), committed with it. Returns the id of every given item.
         """
         if self._lock is None:
             raise UsageError(f"index {self.path} was opened for searching; open it with mode='a' to add")
@@ -423,6 +570,9 @@ class IndexStore:
                     known = existing[row[0]] = start + len(fresh)
                     fresh.append(pos)
                 ids.append(known)
+            revive = sorted({ids[p] for p in range(len(rows)) if ids[p] < start} & set(self.deleted_ids().tolist()))
+            if revive:
+                self._set_deleted(revive, None)
             if not fresh:
                 return ids
             self._append_vectors(start, block[fresh].astype(np.float16))
@@ -447,15 +597,19 @@ class IndexStore:
             data, offset = data[written:], offset + written
         os.fsync(self._vec_fd)
 
-    def _insert_rows(self, start: int, rows: List[tuple]) -> None:
+    def _insert_rows(self, start: int, rows: List[tuple], added_at: Optional[Sequence[float]] = None) -> None:
         """Commit the metadata of rows start..; after this returns they are indexed."""
         now = time.time()
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
-                "INSERT INTO items(id, content_hash, path, frame_time, box, source, added_at, extra) VALUES (?,?,?,?,?,?,?,?)",
-                [(start + i, h, p, t, b, s, now, e) for i, (h, p, t, b, s, e) in enumerate(rows)],
+                "INSERT INTO items(id, content_hash, path, frame_time, box, source, added_at, extra, thumbnail) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (start + i, h, p, t, b, s, now if added_at is None else added_at[i], e, th)
+                    for i, (h, p, t, b, s, e, th) in enumerate(rows)
+                ],
             )
             db.execute("COMMIT")
         except BaseException as exc:
@@ -525,7 +679,7 @@ def _check_vectors(vectors: Any, dim: int, count: int) -> np.ndarray:
 
 
 def _row_from_item(index: int, item: Mapping[str, Any]) -> tuple:
-    """Validate one metadata dict; return (content_hash, path, frame_time, box_json, source, extra_json)."""
+    """Validate one metadata dict; return (content_hash, path, frame_time, box_json, source, extra_json, thumbnail)."""
     if not isinstance(item, Mapping):
         raise InputError(f"item {index} must be a dict, got {type(item).__name__}")
     unknown = set(item) - ITEM_KEYS
@@ -563,4 +717,14 @@ def _row_from_item(index: int, item: Mapping[str, Any]) -> tuple:
         extra_json = json.dumps(dict(extra), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InputError(f"item {index}: extra must be JSON-serialisable ({exc})") from None
-    return content_hash, os.fspath(path), frame_time, box, source, extra_json
+    thumbnail = item.get("thumbnail")
+    if thumbnail is not None:
+        if not isinstance(thumbnail, (bytes, bytearray, memoryview)) or not bytes(thumbnail[:3]) == _JPEG_MAGIC:
+            raise InputError(f"item {index}: thumbnail must be JPEG bytes (runtime.retrieval.thumbnail.make_thumbnail)")
+        if len(thumbnail) > MAX_THUMBNAIL_BYTES:
+            raise InputError(
+                f"item {index}: thumbnail is {len(thumbnail)} bytes, over the {MAX_THUMBNAIL_BYTES}-byte cap; "
+                "make it with runtime.retrieval.thumbnail.make_thumbnail"
+            )
+        thumbnail = sqlite3.Binary(bytes(thumbnail))
+    return content_hash, os.fspath(path), frame_time, box, source, extra_json, thumbnail
