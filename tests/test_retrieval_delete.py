@@ -142,9 +142,11 @@ def test_a_removed_item_comes_back_when_added_again(indexed, capsys, tmp_path):
         (["remove", "--index", "{idx}", "--id", "99"], "no item with id 99"),
         (["compact", "--index", "{tmp}/nowhere"], "no retrieval index"),
         (["search", "--index", "{idx}", "x", "--exact", "--faiss"], "exclude each other"),
+        (["add", "--ray", "--index", "{tmp}/new", "{tmp}/clip.mp4"], "--ray indexes image files"),
     ],
 )
 def test_bad_input_is_one_line(indexed, tmp_path, args, says):
+    (tmp_path / "clip.mp4").write_bytes(b"")  # a video target: refused by --ray before anything is made
     done = subprocess.run(
         [sys.executable, "-m", "runtime.retrieval.cli", *[a.format(idx=indexed, tmp=tmp_path) for a in args]],
         cwd=ROOT,
@@ -155,5 +157,6 @@ def test_bad_input_is_one_line(indexed, tmp_path, args, says):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], lines
+    assert not (tmp_path / "new").exists()
     with IndexStore(indexed) as store:
         assert store.deleted_ids().size == 0  # nothing half done

@@ -25,6 +25,7 @@ graph or the new one, each valid for the rows it covers.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -37,6 +38,8 @@ from edge_mm.atomic import atomic_path
 from edge_mm.errors import BackendError, IndexStoreError, UsageError
 from runtime.retrieval.search import check_k, exact_search, merge_topk, prepare_queries, sort_topk
 from runtime.retrieval.store import IndexStore
+
+log = logging.getLogger("edge_mm.runtime.ann")
 
 GRAPH_PREFIX = "graph-"
 GRAPH_SUFFIX = ".usearch"
@@ -128,7 +131,10 @@ class GraphIndex:
                     self.last_action = "extended"
             self.graph.expansion_search = self.expansion_search
             if self.last_action != "loaded" and self.save_to_disk:
-                self.save()
+                try:
+                    self.save()
+                except IndexStoreError as exc:  # a read-only index folder is still searchable
+                    log.warning("%s; searching with the graph in memory", exc)
             return self.last_action
 
     def _new_graph(self) -> Any:
@@ -172,7 +178,8 @@ class GraphIndex:
         if got.shape != stored.shape:
             return False
         norm = float(np.linalg.norm(got))
-        return norm > 0 and float(got @ stored) / norm > 0.99
+        # int8 codes of a 512-d unit vector keep cosine ~0.998 with it; another row is far below.
+        return norm > 0 and float(got @ stored) / norm > 0.98
 
     def _add_rows(self, start: int, stop: int, label: str) -> None:
         if stop <= start:

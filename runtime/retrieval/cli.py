@@ -99,11 +99,20 @@ def cmd_add(args: argparse.Namespace) -> int:
     if args.ray is not None:
         from runtime.retrieval.ray_ingest import import_ray
 
+        if args.ray_actors is not None and args.ray_actors < 1:
+            raise UsageError(f"--ray-actors {args.ray_actors} must be >= 1")
+        if not args.ray_gpus >= 0:
+            raise UsageError(f"--ray-gpus {args.ray_gpus} must be >= 0")
+
         import_ray()  # the one-line install hint before anything else happens
     if not args.pad >= 0:
         raise UsageError(f"--pad {args.pad} must be >= 0")
     targets = _targets(args.targets)
     check_targets(targets, args.max_frames)
+    if args.ray is not None:
+        from runtime.retrieval.ray_ingest import check_ray_targets
+
+        check_ray_targets(targets, args.saliency is not None)
     index_path = Path(args.index)
     artifact = _artifact_for(index_path, args.model) if index_path.exists() else args.model
     if artifact is None:
@@ -153,6 +162,8 @@ def cmd_add(args: argparse.Namespace) -> int:
                 backend=args.backend,
                 precision=args.precision,
                 threads=args.threads,
+                actors=args.ray_actors,
+                gpus_per_actor=args.ray_gpus,
                 say=say,
             ).run(targets)
         else:
@@ -464,6 +475,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="auto|ADDRESS",
         help="decode, preprocess and embed on a Ray cluster (pip install 'edge-mm[ray]'); image files only",
     )
+    add.add_argument("--ray-actors", type=int, help="Ray actors embedding (default: one per cluster CPU)")
+    add.add_argument(
+        "--ray-gpus",
+        type=float,
+        default=0.0,
+        help="GPUs per Ray actor (e.g. 1 or 0.5) so actors can open a TensorRT engine (default 0: CPU)",
+    )
     add.add_argument("--no-progress", action="store_true", help="no progress bar")
     add.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_backend_options(add)
@@ -494,7 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--index", required=True, help="index folder")
     remove.add_argument("--path", help="items whose path matches this glob (* ? [..], case-sensitive; quote it)")
     remove.add_argument("--before", help="items added before this time (ISO 8601, local time, or epoch seconds)")
-    remove.add_argument("--id", type=int, nargs="+", help="items with these ids (as search --json shows)")
+    remove.add_argument(
+        "--id", type=int, nargs="+", action="extend", help="items with these ids (as search --json shows)"
+    )
     remove.add_argument("--dry-run", action="store_true", help="only count what would be removed")
     remove.add_argument("--json", action="store_true", help="print the summary as JSON")
     remove.set_defaults(func=cmd_remove)

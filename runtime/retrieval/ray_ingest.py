@@ -64,6 +64,17 @@ def actor_pool_kwargs(size: int, style: str = "auto", map_batches: Optional[Call
     raise UsageError(f"cannot make an actor pool with this Ray ({ray.__version__}) in style {style!r}")
 
 
+def check_ray_targets(targets: Sequence[Target], saliency: bool) -> None:
+    """--ray takes image files and folders only (videos and RGB-D sources are read in one process)."""
+    not_images = [t.text for t in targets if t.kind != "images"]
+    if not_images:
+        raise UsageError(
+            f"--ray indexes image files and folders, not {', '.join(not_images)}; add videos and recordings without --ray"
+        )
+    if saliency:
+        raise UsageError("--saliency applies to RGB-D sources, which --ray does not take; drop one of the two")
+
+
 class EmbedActor:
     """One Ray actor: the CLIP image graph opened once, then batches of file bytes -> vectors and thumbnails."""
 
@@ -162,13 +173,7 @@ class RayIngest:
 
     def run(self, targets: Sequence[Target]) -> IngestReport:
         """Index every image target; KeyboardInterrupt is recorded (report.interrupted) after the last commit."""
-        not_images = [t.text for t in targets if t.kind != "images"]
-        if not_images:
-            raise UsageError(
-                f"--ray indexes image files and folders, not {', '.join(not_images)}; add videos and recordings without --ray"
-            )
-        if self.options.cropper is not None:
-            raise UsageError("--saliency applies to RGB-D sources, which --ray does not take; drop one of the two")
+        check_ray_targets(targets, self.options.cropper is not None)
         started = time.perf_counter()
         self.report.targets = [t.text for t in targets]
         work = list(self._work(targets))
