@@ -9,7 +9,7 @@ Order (each step is safe to be killed after):
 2. `NAME/` is renamed to `.NAME.compact-old/`.
 3. `.NAME.compact/` is renamed to `NAME/`; `.NAME.compact-old/` is deleted.
 
-`recover_interrupted_compact` runs whenever an IndexStore is opened: with NAME missing it rolls
+`store.recover_interrupted_compact` runs whenever an IndexStore is opened: with NAME missing it rolls
 forward (the new index is complete) or back (it is not); it deletes leftovers only once NAME is in
 place. So a kill at any point leaves an index that opens, either as it was or compacted.
 """
@@ -23,33 +23,11 @@ from typing import Callable, Dict, Optional, Union
 
 import numpy as np
 
-from edge_mm.errors import IndexStoreError
+from runtime.retrieval.store import COMPACT_DONE, IndexStore, _fsync_dir, compact_aside
 
-COMPACT_DONE = "COMPACT_DONE"
 # Files that travel with the index; everything else in the folder is derived or transient.
 _KEPT_FILES = ("clip_artifact.json",)
 _COPY_ROWS = 16384
-
-
-def _aside(path: Path, suffix: str) -> Path:
-    return path.parent / f".{path.name}.{suffix}"
-
-
-def recover_interrupted_compact(path: Union[str, Path]) -> None:
-    """Finish or undo a compact that was killed between its renames (see the module docstring)."""
-    path = Path(path)
-    new, old = _aside(path, "compact"), _aside(path, "compact-old")
-    if not path.exists() and old.is_dir():
-        source = new if (new / COMPACT_DONE).is_file() else old
-        try:
-            os.rename(source, path)
-        except OSError:
-            if not path.exists():  # not a race with another opener that already did it
-                raise IndexStoreError(
-                    f"index {path} was being compacted and cannot be restored from {source}; rename it to {path}"
-                ) from None
-    if path.exists() and old.is_dir() and not new.exists():
-        shutil.rmtree(old, ignore_errors=True)  # step 3 was killed before its cleanup
 
 
 def compact(
@@ -62,10 +40,8 @@ def compact(
     """
     from tqdm import tqdm
 
-    from runtime.retrieval.store import IndexStore, _fsync_dir
-
     path = Path(path)
-    new, old = _aside(path, "compact"), _aside(path, "compact-old")
+    new, old = compact_aside(path, "compact"), compact_aside(path, "compact-old")
     with IndexStore(path, mode="r") as probe:
         model = probe.model_info
     with IndexStore(path, model_info=model, mode="a") as store:  # the writer lock: no adds meanwhile

@@ -121,6 +121,31 @@ class ModelInfo:
         return not (self.weights_sha256 and other.weights_sha256 and self.weights_sha256 != other.weights_sha256)
 
 
+COMPACT_DONE = "COMPACT_DONE"  # written last into a complete compacted index, before its renames
+
+
+def compact_aside(path: Path, suffix: str) -> Path:
+    return path.parent / f".{path.name}.{suffix}"
+
+
+def recover_interrupted_compact(path: Union[str, Path]) -> None:
+    """Finish or undo a compact (runtime/retrieval/compact.py) killed between its renames: with `path`
+    missing, roll forward if the new index is complete, else back; delete leftovers once `path` is there."""
+    path = Path(path)
+    new, old = compact_aside(path, "compact"), compact_aside(path, "compact-old")
+    if not path.exists() and old.is_dir():
+        source = new if (new / COMPACT_DONE).is_file() else old
+        try:
+            os.rename(source, path)
+        except OSError:
+            if not path.exists():  # not a race with another opener that already did it
+                raise IndexStoreError(
+                    f"index {path} was being compacted and cannot be restored from {source}; rename it to {path}"
+                ) from None
+    if path.exists() and old.is_dir() and not new.exists():
+        shutil.rmtree(old, ignore_errors=True)  # step 3 was killed before its cleanup
+
+
 class _WriterLock:
     """An exclusive, non-blocking fcntl.flock on `writer.lock`; the holder's pid is written in it.
 
@@ -183,8 +208,6 @@ class IndexStore:
         self._vec_fd = -1
         self._mmap: Optional[np.ndarray] = None
         wanted = ModelInfo.coerce(model_info) if model_info is not None else None
-        from runtime.retrieval.compact import recover_interrupted_compact  # compact imports this module
-
         recover_interrupted_compact(self.path)
 
         if mode == "a":
