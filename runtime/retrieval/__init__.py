@@ -23,11 +23,12 @@ if TYPE_CHECKING:
     from runtime.retrieval.faiss_index import FaissIndex
 
 BACKENDS = ("auto", "exact", "ann", "faiss")
-# Above this many rows `auto` (and edge-mm-index search) uses the graph. Measured on the 2-core
-# dev box (bench/bench_search.py, README "Retrieval"): exact search of 50k x 512 already takes
-# several ms per query while the graph answers in ~0.3 ms and builds in ~12 s; below it exact
-# search is fast enough that a graph file is not worth keeping up to date.
-ANN_MIN_ROWS = 50_000
+# From this many rows `auto` (and edge-mm-index search) uses the graph. Measured on the 2-core dev
+# box (bench/bench_search.py, one thread, 512-d): exact search with the float32 copy costs ~0.06 us
+# per row (p50 0.29 ms at 5k rows), so it passes 1 ms near 17k rows and grows linearly, while the
+# graph answers in 0.25-0.4 ms at 5k and at 100k rows. Below 20k exact search is within 1 ms, exact,
+# and needs no graph file kept up to date.
+ANN_MIN_ROWS = 20_000
 
 
 def open_search_index(

@@ -503,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="search with FAISS (pip install faiss-cpu) instead of exactly; KIND defaults to ivf-flat",
     )
     search.add_argument(
-        "--exact", action="store_true", help="exact search even on a large index (default: a graph from 50k items)"
+        "--exact", action="store_true", help="exact search even on a large index (default: a graph from 20k items)"
     )
     _add_backend_options(search)
     search.set_defaults(func=cmd_search)
