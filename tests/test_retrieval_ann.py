@@ -156,3 +156,18 @@ def test_a_reader_builds_and_saves_the_graph_without_touching_the_store(tmp_path
         assert open_search_index(reader, "ann").last_action == "built"
         assert open_search_index(reader, "ann").last_action == "loaded"
     assert (tmp_path / "idx" / VECTORS_FILE).stat().st_size == size
+
+
+def test_auto_without_usearch_searches_exactly(tmp_path, monkeypatch, caplog):
+    store = fill(tmp_path / "idx", clustered(300, seed=13))
+    monkeypatch.setattr(retrieval, "ANN_MIN_ROWS", 100)
+
+    def missing():
+        raise BackendError("approximate search needs the usearch package")
+
+    monkeypatch.setattr(ann, "import_usearch", missing)
+    assert open_search_index(store, "auto").name == "exact"
+    assert "searching exactly" in caplog.text
+    with pytest.raises(BackendError):
+        open_search_index(store, "ann")  # asked for by name: the error, not a silent fallback
+    store.close()

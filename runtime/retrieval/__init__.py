@@ -12,9 +12,10 @@ faiss_index (FAISS, derived), compact, thumbnail, ingest / ray_ingest (filling i
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Union
 
-from edge_mm.errors import UsageError
+from edge_mm.errors import BackendError, UsageError
 from runtime.retrieval.search import ExactIndex, exact_search, recall_at_k
 from runtime.retrieval.store import IndexStore, ModelInfo
 
@@ -38,6 +39,14 @@ def open_search_index(
     GraphIndex), 'faiss' (options go to FaissIndex) or 'auto' (ann from ANN_MIN_ROWS rows, else exact)."""
     if backend == "auto":
         backend = "ann" if len(store) >= ANN_MIN_ROWS else "exact"
+        if backend == "ann":
+            from runtime.retrieval.ann import import_usearch
+
+            try:
+                import_usearch()
+            except BackendError as exc:  # a slower answer beats none
+                logging.getLogger("edge_mm.runtime.retrieval").warning("%s; searching exactly", exc)
+                backend = "exact"
     if backend == "exact":
         return ExactIndex(store, **options)
     if backend == "ann":
