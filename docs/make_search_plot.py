@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     if not sizes:
         print("no results to plot", file=sys.stderr)
         return 2
-    fig, axes = plt.subplots(1, len(sizes), figsize=(6.2 * len(sizes), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(7.6 * len(sizes), 4.6), squeeze=False)
     for ax, size in zip(axes[0], sizes):
         families = defaultdict(list)
         for r in rows:
@@ -50,10 +50,13 @@ def main(argv=None) -> int:
                 continue
             recall = r.get("recall_at_10", 1.0)  # exact rows are the reference
             families[r["method"].split("/")[0]].append((recall, r["single_p50_ms"], r["method"]))
-        for name, points in sorted(families.items()):
+        colors = plt.get_cmap("tab20").colors
+        for i, (name, points) in enumerate(sorted(families.items())):
             points.sort()
             xs, ys = [p[0] for p in points], [p[1] for p in points]
-            ax.plot(xs, ys, marker="o", linestyle="-" if len(points) > 1 else "none", label=name)
+            style = "-" if len(points) > 1 else "none"
+            marker = "os^Dv<>P*Xhd"[i % 12]
+            ax.plot(xs, ys, marker=marker, linestyle=style, color=colors[(2 * i) % 20 + (i // 10) % 2], label=name)
         ax.fill_between(
             [0.95, 1.005], 0, 1.0, color="tab:green", alpha=0.12, label="target: p50 <= 1 ms, recall >= 0.95"
         )
@@ -62,7 +65,7 @@ def main(argv=None) -> int:
         ax.set_ylabel("single-query p50, ms (1 thread)")
         ax.set_title(f"{size:,} x 512, clustered")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("bench/bench_search.py: latency against recall (2-core x86 dev box, shared and loaded)", fontsize=10)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
