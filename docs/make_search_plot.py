@@ -2,8 +2,8 @@
 """Regenerate docs/search_latency_recall.png from bench/bench_search.py results (needs matplotlib).
 
     python bench/bench_search.py --sizes 100k --threads 1 --json bench/results/search-100k.json
-    python bench/bench_search.py --sizes 1M --threads 1 --graphs ann-usearch-i8 --json bench/results/search-1M.json
-    python docs/make_search_plot.py [bench/results/search-100k.json bench/results/search-1M.json]
+    python bench/bench_search.py --sizes 200k --threads 1 --graphs ann-usearch-i8,faiss-hnsw-sq8 --json bench/results/search-200k.json
+    python docs/make_search_plot.py [RESULTS.json ...]   (default: bench/results/search-*.json)
 
 One panel per index size: single-query p50 latency (log scale) against recall@10, one marker per
 method; a graph candidate's points (one per search-time ef) are joined by a line. The target box
@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_INPUTS = [ROOT / "bench" / "results" / "search-100k.json", ROOT / "bench" / "results" / "search-1M.json"]
+DEFAULT_INPUTS = sorted((ROOT / "bench" / "results").glob("search-*.json"))
 
 
 def main(argv=None) -> int:
