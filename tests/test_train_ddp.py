@@ -60,6 +60,7 @@ def _torchrun(model: str, out, options: dict, *extra: str) -> subprocess.Complet
     )
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
+    env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU (gloo) path: two processes on one GPU would need two GPUs
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     command += ["-m", "edge_mm.train.cli", model, "--out", str(out), "--quiet", *_cli_args(options), *extra]
     result = subprocess.run(command, capture_output=True, text=True, timeout=400, cwd=ROOT, env=env)
