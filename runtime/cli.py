@@ -4,7 +4,7 @@
     edge-mm-run --camera realsense               # a RealSense D4xx (window, or headless outputs)
     edge-mm-run --camera recording:run.db3 --out run.mp4 --events run.jsonl
     edge-mm-run --camera synthetic --frames 300 --headless --out demo.mp4 --stats demo.json
-    edge-mm-run --camera realsense --serve 127.0.0.1:8080          # MJPEG at http://127.0.0.1:8080/
+    edge-mm-run --camera realsense --serve 127.0.0.1:8080          # live page at http://127.0.0.1:8080/
 
 The model is an artifact folder made by `python -m export.build_engine` (default: artifacts/cdinet-s,
 or $EDGE_MM_MODEL); its spec decides the preprocessing. The backend is chosen automatically and
@@ -145,7 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--out-fps", type=float, metavar="FPS", help="frame rate written into the video (default: the source's, or 30)"
     )
     o.add_argument(
-        "--serve", metavar="HOST:PORT", help="MJPEG stream and status page on HOST:PORT (host defaults to 127.0.0.1)"
+        "--serve",
+        metavar="HOST:PORT",
+        help="live web page (stream, numbers, events, search with --index) on HOST:PORT (host defaults to 127.0.0.1)",
+    )
+    o.add_argument(
+        "--serve-token",
+        metavar="TOKEN",
+        help="the token the page asks for (default: made up and printed when --serve binds beyond loopback)",
+    )
+    o.add_argument(
+        "--serve-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the page answers to besides its address (repeatable; others are refused)",
     )
     o.add_argument("--events", metavar="FILE.jsonl", help="JSON lines, one per frame: time, box, score, depth")
     o.add_argument(
@@ -190,6 +204,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> Tuple[argparse.Namespace, Dict[
         raise UsageError(f"--alpha {args.alpha} must be in [0, 1]")
     if args.stats_interval < 0:
         raise UsageError("--stats-interval must be >= 0")
+    if (args.serve_token or args.serve_name) and not args.serve:
+        raise UsageError("--serve-token and --serve-name apply to the web page; add --serve HOST:PORT")
     return args, source_options
 
 
@@ -321,8 +337,8 @@ class OutputPlan:
 
 def plan_outputs(args: argparse.Namespace, console: "_Console") -> OutputPlan:
     from runtime.sinks import check_out_path
-    from runtime.sinks.mjpeg import parse_host_port
     from runtime.sinks.window import gui_support
+    from runtime.web.address import parse_host_port
 
     gui_ok, no_gui_reason = gui_support()
     if args.window and not gui_ok:
@@ -353,11 +369,18 @@ def plan_outputs(args: argparse.Namespace, console: "_Console") -> OutputPlan:
     return plan
 
 
-def open_sinks(args: argparse.Namespace, plan: OutputPlan, console: "_Console", stats: Any, controls: Any, title: str):
+def open_sinks(
+    args: argparse.Namespace,
+    plan: OutputPlan,
+    console: "_Console",
+    stats: Any,
+    controls: Any,
+    title: str,
+    stages: Sequence[Any] = (),
+):
     """(sinks, window or None), in the order they are written; what opened is closed by the caller."""
     from runtime.sinks import open_out_sink
     from runtime.sinks.events import EventsSink
-    from runtime.sinks.mjpeg import MjpegServer
     from runtime.sinks.window import WindowSink
 
     sinks: List[Any] = []
@@ -376,9 +399,18 @@ def open_sinks(args: argparse.Namespace, plan: OutputPlan, console: "_Console", 
     if plan.out:
         sinks.append(open_out_sink(plan.out, fps=stats.info["out_fps"]))  # video, or ROS 2 messages
     if plan.serve:
-        server = MjpegServer(*plan.serve, stats=stats.summary, title=title)
-        sinks.append(server)
-        console.always(f"serving {server.url} (stream {server.url}stream, stats {server.url}stats)")
+        from runtime.web.live import LiveView
+
+        view = LiveView(
+            *plan.serve, stats=stats, controls=controls, title=title, token=args.serve_token, names=args.serve_name
+        )
+        sinks.append(view)  # takes the stages' events (CLIP's) through write_event, as the events log does
+        clip = next((stage for stage in stages if stage.name == "clip"), None)
+        if clip is not None:  # CLIP's label and query on the page; with --index, the memory's search
+            view.attach_clip(clip, getattr(args, "clip_index", None))
+        server = view.server
+        # The token is printed here, once, for the user to open; the server never logs it.
+        console.always(f"serving {server.url_with_token} (stream {server.url}stream, stats {server.url}stats)")
     if plan.events:
         sinks.append(EventsSink(plan.events))  # also takes the stages' events (CLIP's), as a ROS --out does
     return sinks, window
@@ -474,7 +506,7 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
             stats.info["stages"] = [stage.name for stage in stages]
             controls = Controls(show_heatmap=not args.no_overlay)
             title = f"{info.get('model', 'edge-mm-run')} on {source.name}"
-            sinks, window = open_sinks(args, plan, console, stats, controls, title)
+            sinks, window = open_sinks(args, plan, console, stats, controls, title, stages)
             stats.info["outputs"] = [s.describe() for s in sinks] + ([f"stats {plan.stats}"] if plan.stats else [])
             pipeline = Pipeline(
                 source,

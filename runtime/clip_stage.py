@@ -126,6 +126,7 @@ class _Crop:
     frame_index: int
     timestamp_ms: float
     submitted: float  # time.perf_counter() at submit
+    depth_m: Optional[float] = None  # the salient object's distance, when the saliency result has one
 
 
 class ClipStage(Stage):
@@ -207,6 +208,11 @@ class ClipStage(Stage):
         self._match_active = False
         self._last_indexed: Optional[float] = None
         self.error: Optional[BaseException] = None
+        # Held around every embedding call: others (the web page's search) share this embedder, and a
+        # backend runs one request at a time.
+        self.embed_lock = threading.Lock()
+        # Called with (item id, crop) after a crop is added to the index (the web page keeps thumbnails).
+        self.on_indexed: Optional[Callable[[int, np.ndarray], None]] = None
         # Every key exists from the start: the two threads then only ever update, never insert.
         self._counts = collections.Counter({k: 0 for k in _COUNTS})
         self._embed_ms: Deque[float] = collections.deque(maxlen=256)
@@ -263,8 +269,14 @@ class ClipStage(Stage):
         if now < self._next_allowed:
             self._count("not_due")
             return False
+        depth = getattr(saliency, "depth_m", None)
         crop = _Crop(
-            padded_square_crop(color, clipped, self.pad), clipped, int(frame.index), float(frame.timestamp_ms), now
+            padded_square_crop(color, clipped, self.pad),
+            clipped,
+            int(frame.index),
+            float(frame.timestamp_ms),
+            now,
+            None if depth is None else float(depth),
         )
         with self._wake:
             if self._slot is not None:
@@ -390,7 +402,8 @@ class ClipStage(Stage):
 
     def _process(self, crop: _Crop) -> None:
         now, start = self._clock(), time.perf_counter()
-        embedding = self.embedder.embed_images([crop.image])[0]
+        with self.embed_lock:
+            embedding = self.embedder.embed_images([crop.image])[0]
         embed_ms = (time.perf_counter() - start) * 1000.0
         result = ClipResult(crop.frame_index, crop.timestamp_ms, crop.box, embed_ms=embed_ms)
         if self.classifier is not None:
@@ -437,7 +450,9 @@ class ClipStage(Stage):
         extra: Dict[str, Any] = {"frame": crop.frame_index, "timestamp_ms": crop.timestamp_ms}
         if result.label is not None:
             extra.update(label=result.label, prob=round(result.prob, 4))
-        self.store.add(
+        if crop.depth_m is not None and math.isfinite(crop.depth_m):
+            extra["depth_m"] = round(crop.depth_m, 4)
+        ids = self.store.add(
             embedding[None],
             [
                 {
@@ -454,6 +469,8 @@ class ClipStage(Stage):
         result.indexed = True
         with self._lock:
             self._counts["indexed"] += 1
+        if self.on_indexed is not None:
+            self.on_indexed(ids[0], crop.image)
 
 
 # --------------------------------------------------------------------------- edge-mm-run wiring (stage factory)
@@ -541,7 +558,8 @@ def clip_stage_from_args(args: Any, source_name: str = "stream", warn: Any = Non
         raise UsageError(f"--clip-threads {args.clip_threads} must be >= 1")
     from runtime.retrieval.embed import ClipEmbedder
 
-    text = "now" if labels or args.query is not None else "no"
+    # Without labels or a query the text graph opens on the first search from the web page, if any.
+    text = "now" if labels or args.query is not None else "lazy"
     embedder = ClipEmbedder.open(
         args.clip,
         backend=args.clip_backend,

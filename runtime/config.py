@@ -62,6 +62,11 @@ def _convert(key: str, value: Any, action: argparse.Action, where: str) -> Any:
         if not isinstance(value, bool):
             raise bad("true or false")
         return value if isinstance(action, argparse._StoreTrueAction) else not value
+    if isinstance(action, argparse._AppendAction):  # a repeatable flag: a list of strings (or one string)
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str) for v in values):
+            raise bad("a string or a list of strings")
+        return values
     if isinstance(value, (dict, list)):
         raise bad("a single value")
     kind = action.type

@@ -165,6 +165,17 @@ class PipelineStats:
             **{f"{k}_ms": v for k, v in stage_means.items()},
         }
 
+    def recent_stage_ms(self, samples: int = 30) -> Dict[str, float]:
+        """Mean time (ms) of each stage over its last `samples` frames, in pipeline order (a live chart's points)."""
+        with self._lock:
+            out = {}
+            for name in self._ordered_stage_names():
+                series = self.stages[name].samples
+                tail = [series[i] for i in range(max(0, len(series) - samples), len(series))]
+                if tail:
+                    out[name] = round(1000.0 * sum(tail) / len(tail), 3)
+        return out
+
     def overlay_lines(self, backend_label: str = "") -> List[str]:
         """Two short lines for the frame: throughput + latency, then the stage times (and the label).
 

@@ -1,12 +1,8 @@
-"""The outputs: MJPEG server, video file, events log, window detection and keys, config parsing."""
+"""The outputs: video file, events log, window detection and keys, config parsing."""
 
 from __future__ import annotations
 
-import http.client
 import json
-import threading
-import time
-import urllib.request
 
 import cv2
 import numpy as np
@@ -15,7 +11,6 @@ from runtime_support import count_video_frames
 
 from edge_mm.errors import UsageError
 from runtime.sinks.events import EventsSink
-from runtime.sinks.mjpeg import MjpegServer, parse_host_port
 from runtime.sinks.video import VideoSink, partial_path
 from runtime.sinks.window import Controls, gui_support, opencv_gui_backend
 
@@ -25,84 +20,6 @@ def _image(k, size=(120, 160)):
     img[..., 1] = 40 * k % 256
     cv2.putText(img, str(k), (20, 80), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 3)
     return img
-
-
-# -- MJPEG ------------------------------------------------------------------------------------
-
-
-def _read_one_part(port, timeout=10.0):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    conn.request("GET", "/stream")
-    resp = conn.getresponse()
-    assert resp.status == 200
-    assert resp.getheader("Content-Type").startswith("multipart/x-mixed-replace; boundary=")
-    boundary = resp.getheader("Content-Type").split("boundary=")[1]
-    assert resp.fp.readline().strip() == f"--{boundary}".encode()
-    headers = {}
-    while True:
-        line = resp.fp.readline().strip()
-        if not line:
-            break
-        key, value = line.decode().split(":", 1)
-        headers[key.strip().lower()] = value.strip()
-    assert headers["content-type"] == "image/jpeg"
-    jpeg = resp.fp.read(int(headers["content-length"]))
-    conn.close()
-    return jpeg
-
-
-def test_mjpeg_server_status_page_stats_and_stream():
-    server = MjpegServer("127.0.0.1", 0, stats=lambda: {"frames": 7, "fps": 12.5}, title="test <run>")
-    stop = threading.Event()
-
-    def feed():
-        k = 0
-        while not stop.is_set():
-            server.publish(_image(k))
-            k += 1
-            time.sleep(0.02)
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    try:
-        assert server.host == "127.0.0.1" and server.port > 0
-        page = urllib.request.urlopen(server.url, timeout=10).read().decode()
-        assert '<img src="/stream"' in page and "test &lt;run&gt;" in page
-        stats = json.loads(urllib.request.urlopen(server.url + "stats", timeout=10).read())
-        assert stats == {"frames": 7, "fps": 12.5}
-        jpeg = _read_one_part(server.port)
-        frame = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-        assert frame.shape == (120, 160, 3)
-        still = urllib.request.urlopen(server.url + "frame.jpg", timeout=10)
-        assert still.headers["Content-Type"] == "image/jpeg"
-        with pytest.raises(urllib.error.HTTPError):
-            urllib.request.urlopen(server.url + "nope", timeout=10)
-    finally:
-        stop.set()
-        feeder.join()
-        server.close()
-    with pytest.raises(OSError):  # the port is closed after close()
-        urllib.request.urlopen(server.url, timeout=2)
-
-
-def test_mjpeg_encodes_only_while_watched_and_rejects_bad_addresses():
-    server = MjpegServer("127.0.0.1", 0)
-    try:
-        server.publish(_image(0))
-        first = server.latest.seq
-        server.publish(_image(1))  # nobody watching and < 1 s later: not encoded
-        assert server.latest.seq == first == 1
-        with pytest.raises(UsageError):
-            MjpegServer("127.0.0.1", server.port)  # port taken
-    finally:
-        server.close()
-    assert parse_host_port("8080") == ("127.0.0.1", 8080)
-    assert parse_host_port(":0") == ("127.0.0.1", 0)
-    assert parse_host_port("0.0.0.0:9000") == ("0.0.0.0", 9000)
-    assert parse_host_port("[::1]:9000") == ("::1", 9000)
-    for bad in ("localhost:http", "1.2.3.4:70000", "abc"):
-        with pytest.raises(UsageError):
-            parse_host_port(bad)
 
 
 # -- video and events -------------------------------------------------------------------------

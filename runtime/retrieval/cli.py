@@ -8,6 +8,7 @@
     edge-mm-index remove --index idx --path '/data/old/*' --before 2026-12-01T00:00
     edge-mm-index compact --index idx
     edge-mm-index info --index idx
+    edge-mm-index serve --index idx --model artifacts/clip-demo      # the search page at http://127.0.0.1:8090/
 
 `add` embeds images, video frames (at --fps) and RGB-D recordings or cameras (optionally cut to
 the salient object with --saliency), in batches with a progress bar; what is indexed already
@@ -424,6 +425,15 @@ def cmd_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from runtime.web.serve_index import serve_index
+
+    return serve_index(args)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -529,6 +539,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--index", required=True, help="index folder")
     info.add_argument("--json", action="store_true", help="print as JSON")
     info.set_defaults(func=cmd_info)
+
+    serve = sub.add_parser("serve", help="the search page for an index, in the browser")
+    serve.add_argument("--index", required=True, help="index folder")
+    serve.add_argument("--model", help="CLIP artifact folder (default: the one that made the index)")
+    serve.add_argument("--serve", default="127.0.0.1:8090", metavar="HOST:PORT", help="where (default 127.0.0.1:8090)")
+    serve.add_argument("--serve-token", metavar="TOKEN", help="the page's token (default: made up beyond loopback)")
+    serve.add_argument("--serve-name", action="append", default=[], metavar="NAME", help="extra Host name to answer")
+    serve.add_argument("-k", type=int, default=8, help="results per page the page starts with (default 8)")
+    _add_backend_options(serve)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

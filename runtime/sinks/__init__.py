@@ -1,5 +1,5 @@
-"""Where annotated frames go: an OpenCV window, a video file, ROS 2 messages (MCAP / rosbag2), an
-MJPEG stream over HTTP, a JSON-lines log.
+"""Where annotated frames go: an OpenCV window, a video file, ROS 2 messages (MCAP / rosbag2), a
+JSON-lines log (the web page is runtime.web.live).
 
 Every sink has `write(result)` (a runtime.stages.base.FrameResult with the annotated image),
 optionally `write_event(event)`, and `close()`, and is written to from one thread, in frame order
