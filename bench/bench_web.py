@@ -36,6 +36,7 @@ from runtime.pipeline import Pipeline  # noqa: E402
 from runtime.saliency import SaliencyModel  # noqa: E402
 from runtime.sinks.window import Controls  # noqa: E402
 from runtime.sources import open_source  # noqa: E402
+from runtime.stages.saliency import SaliencyStage  # noqa: E402
 from runtime.stats import PipelineStats  # noqa: E402
 from runtime.web.live import LiveView  # noqa: E402
 
@@ -90,7 +91,7 @@ def run_once(model: Any, size, paced: bool, seconds: float, clients: int) -> Dic
                 time.sleep(0.05)
         timer = threading.Timer(seconds, lambda: setattr(controls, "quit", True))
         timer.start()
-        Pipeline(source, model, [view], stats, controls=controls).run()
+        Pipeline(source, [SaliencyStage(model, label="bench")], [view], stats, controls=controls).run()
         timer.cancel()
         out: Dict[str, Any] = {"fps": stats.summary()["fps"], "frames": stats.frames}
         if viewers is not None:

@@ -274,11 +274,12 @@ def _pipeline(oracle_artifact, sinks, frames, stats):
     from runtime.pipeline import Pipeline
     from runtime.saliency import SaliencyModel
     from runtime.sources import open_source
+    from runtime.stages.saliency import SaliencyStage
 
     backend = select_backend(Artifact(oracle_artifact), "ort-cpu", "fp32", threads=1).backend
     model = SaliencyModel(backend)
     source = open_source("synthetic:4", size=(120, 160), fps=30.0)
-    return Pipeline(source, model, sinks, stats, max_frames=frames), source, backend
+    return Pipeline(source, [SaliencyStage(model, label="load")], sinks, stats, max_frames=frames), source, backend
 
 
 def test_twenty_viewers_some_stalled_never_hold_the_pipeline(oracle_artifact, monkeypatch):
