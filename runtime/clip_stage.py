@@ -211,8 +211,6 @@ class ClipStage(Stage):
         # Held around every embedding call: others (the web page's search) share this embedder, and a
         # backend runs one request at a time.
         self.embed_lock = threading.Lock()
-        # Called with (item id, crop) after a crop is added to the index (the web page keeps thumbnails).
-        self.on_indexed: Optional[Callable[[int, np.ndarray], None]] = None
         # Every key exists from the start: the two threads then only ever update, never insert.
         self._counts = collections.Counter({k: 0 for k in _COUNTS})
         self._embed_ms: Deque[float] = collections.deque(maxlen=256)
@@ -452,7 +450,7 @@ class ClipStage(Stage):
             extra.update(label=result.label, prob=round(result.prob, 4))
         if crop.depth_m is not None and math.isfinite(crop.depth_m):
             extra["depth_m"] = round(crop.depth_m, 4)
-        ids = self.store.add(
+        self.store.add(
             embedding[None],
             [
                 {
@@ -469,8 +467,6 @@ class ClipStage(Stage):
         result.indexed = True
         with self._lock:
             self._counts["indexed"] += 1
-        if self.on_indexed is not None:
-            self.on_indexed(ids[0], crop.image)
 
 
 # --------------------------------------------------------------------------- edge-mm-run wiring (stage factory)

@@ -97,7 +97,6 @@ class LiveView(Sink):
         if index_path is not None:
             self.memory = Memory(index_path, clip.embedder, getattr(clip, "embed_lock", None))
             self.app.router.routes[:0] = memory_routes(self.memory)
-            clip.on_indexed = self.memory.remember
 
     def write_event(self, event: Dict[str, Any]) -> None:
         """A stage's event (CLIP's): query matches, label changes and crops added to the memory go to the page."""

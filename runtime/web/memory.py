@@ -3,10 +3,11 @@
     memory = Memory("memory/", embedder)        # an index and the CLIP model that made it
     app routes: memory_routes(memory)           # /api/memory, /api/search, /api/search/image, /thumb/ID.jpg
 
-A result's thumbnail comes from, in order: the JPEG stored with its row (`store.thumbnail(id)`,
-when the store keeps them), the crops this run indexed (`remember`, the live page's own memory),
-or the source file (an image file, or a video frame at the row's time), cut to the row's box as the
-crop was cut for CLIP. A source file that is gone shows as missing, never as an error page.
+A result's thumbnail is the JPEG stored with its row (`store.thumbnail(id)`: every crop the live
+CLIP stage and `edge-mm-index add` index has one), else it is cut from the source file (an image
+file, or a video frame at the row's time) to the row's box as the crop was cut for CLIP (an index
+made before thumbnails were stored). A source file that is gone shows as missing, never as an
+error page.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from edge_mm.errors import EdgeMMError, IndexStoreError, InputError
 from runtime.retrieval.crop import DEFAULT_PAD, padded_square_crop
+from runtime.retrieval.thumbnail import make_thumbnail
 
 from .upload import MAX_UPLOAD_BYTES, UploadError, decode_upload
 
@@ -30,21 +32,9 @@ log = logging.getLogger("edge_mm.runtime.web")
 MAX_K = 100
 MAX_DEPTH = 1000  # (page + 1) * k may not go deeper than this
 MAX_QUERY_CHARS = 300
-THUMB_SIDE = 128
-_THUMB_CACHE = 512
+_THUMB_CACHE = 512  # thumbnails cut from source files, kept
 IMAGE_SEARCH_PATH = "/api/search/image"
 BODY_LIMITS = {IMAGE_SEARCH_PATH: MAX_UPLOAD_BYTES}
-
-
-def make_thumbnail(image: np.ndarray, side: int = THUMB_SIDE, quality: int = 80) -> bytes:
-    h, w = image.shape[:2]
-    scale = min(1.0, side / max(h, w))
-    if scale < 1.0:
-        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise InputError("could not encode a thumbnail")
-    return buf.tobytes()
 
 
 def check_paging(k: Any, page: Any) -> Tuple[int, int]:
@@ -148,21 +138,12 @@ class Memory:
         }
 
     # -- thumbnails ---------------------------------------------------------------------------
-    def remember(self, item_id: int, crop: np.ndarray) -> None:
-        """Keep a thumbnail of a crop indexed during this run (used when the store keeps none)."""
-        jpeg = make_thumbnail(crop)
-        with self._lock:
-            self._thumbs[int(item_id)] = jpeg
-            while len(self._thumbs) > _THUMB_CACHE:
-                self._thumbs.popitem(last=False)
-
     def _stored(self, item_id: int) -> Optional[bytes]:
-        getter = getattr(self._store, "thumbnail", None)  # stores that keep a JPEG per row
-        stored = getter(item_id) if getter is not None else None
+        stored = self._store.thumbnail(item_id)
         return stored if stored is not None else self._thumbs.get(item_id)
 
     def _thumbnail_available(self, row: Dict[str, Any]) -> Tuple[bool, str]:
-        if row.get("has_thumbnail") or self._stored(row["id"]) is not None:
+        if row.get("has_thumbnail") or row["id"] in self._thumbs:
             return True, ""
         path = Path(row["path"])
         if row.get("source") not in ("image", "video"):
