@@ -105,9 +105,9 @@ def bench_one(
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
+    from edge_mm.artifact import Artifact
     from edge_mm.clip.preprocess import ClipPreprocess, preprocess_batch
     from edge_mm.synthetic import SceneGenerator
-    from runtime.artifact import Artifact
     from runtime.backends.select import select_backend
     from runtime.retrieval.embed import ClipEmbedder, locate_clip_artifact
 

@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 MIN_RUNS = 3
 RESULTS = ROOT / "bench" / "results" / "export.json"
-FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+from edge_mm.artifact import VARIANT_FILES as FILES  # noqa: E402  (the artifact contract's file names)
+
 INTEGER_KERNELS = (
     "QLinearConv",
     "QLinearMatMul",
@@ -108,10 +109,10 @@ def op_summary(optimized: Path) -> Dict[str, int]:
 
 def torch_model(artifact: Path, role: str):
     """The exported wrapper module, rebuilt from report.json's weights, with the artifact's own spec."""
+    from edge_mm.artifact import read_onnx_spec
     from edge_mm.registry import parse_model_name
     from export.models import load_model
     from export.onnx import graphs_for
-    from runtime.artifact import read_onnx_spec
 
     folder = artifact if role == "model" else artifact / role
     report = json.loads((folder / "report.json").read_text())

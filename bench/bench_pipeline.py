@@ -38,10 +38,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edge_mm.artifact import Artifact  # noqa: E402
 from edge_mm.atomic import write_json  # noqa: E402
 from edge_mm.cli_support import run_cli  # noqa: E402
 from edge_mm.errors import UsageError  # noqa: E402
-from runtime.artifact import Artifact  # noqa: E402
 from runtime.backends.select import select_backend  # noqa: E402
 from runtime.memory import keep_freed_memory  # noqa: E402
 from runtime.pipeline import Pipeline  # noqa: E402
@@ -148,7 +148,7 @@ def machine() -> Dict[str, Any]:
     except OSError:
         pass
     try:
-        from runtime.backends import cuda_buffers
+        from runtime.backends.trt import cuda as cuda_buffers
 
         if cuda_buffers.cuda_available():
             info["gpu"] = cuda_buffers.device_info(0).name

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""One-shot check of the cuda-python layer (runtime/backends/cuda_buffers.py) on a real GPU.
+"""One-shot check of the cuda-python layer (runtime/backends/trt/cuda.py) on a real GPU.
 
 Needs an NVIDIA GPU and cuda-python (12.x or 13.x); no TensorRT, no torch. It
   1. runs the `gpu` tests: python -m pytest -q -m gpu tests/test_cuda_buffers.py
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from runtime.backends import cuda_buffers as cb  # noqa: E402
+from runtime.backends.trt import cuda as cb  # noqa: E402
 
 MIB = 1 << 20
 

@@ -7,15 +7,16 @@ python -m calib.build --model artifacts/clip-vit-b-32/image --source folder:phot
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 from calib.sampling import SOURCE_FORMS, sample
 from calib.store import write_set
 from edge_mm import __version__
+from edge_mm.artifact import export_command, read_onnx_spec
 from edge_mm.cli_support import run_cli
 from edge_mm.errors import ArtifactError, UsageError
+from edge_mm.hashing import sha256_file
 from edge_mm.registry import (
     CLIP_PUBLISHED_RESOLUTION,
     cdinet_spec,
@@ -24,25 +25,12 @@ from edge_mm.registry import (
     demo_preprocess,
     parse_model_name,
 )
-from edge_mm.spec import METADATA_KEY, ModelSpec
+from edge_mm.spec import ModelSpec
 
 
 def spec_from_onnx(path: Path) -> ModelSpec:
-    """Read the model spec from an ONNX file's metadata through ONNX Runtime (no onnx import)."""
-    import onnxruntime as ort
-
-    try:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        meta = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).get_modelmeta()
-    except Exception as exc:  # ORT raises its own exception types for corrupt files
-        raise ArtifactError(
-            f"cannot read {path} ({str(exc).splitlines()[0]}); re-export it with python -m export.build_engine"
-        ) from None
-    text = meta.custom_metadata_map.get(METADATA_KEY)
-    if text is None:
-        raise ArtifactError(f"{path} carries no edge-mm spec; export it with python -m export.build_engine")
-    return ModelSpec.from_json(text)
+    """The model spec in an ONNX file's metadata (the artifact contract's reader; no onnx import)."""
+    return read_onnx_spec(path)
 
 
 def resolve_spec(model: str, graph: str) -> ModelSpec:
@@ -54,9 +42,7 @@ def resolve_spec(model: str, graph: str) -> ModelSpec:
         for candidate in (path / "model.onnx", path / graph / "model.onnx"):
             if candidate.is_file():
                 return spec_from_onnx(candidate)
-        raise ArtifactError(
-            f"no model.onnx in {path} (nor in {path / graph}); build it with python -m export.build_engine"
-        )
+        raise ArtifactError(f"no model.onnx in {path} (nor in {path / graph}); build it with `{export_command(path)}`")
     name = parse_model_name(model)
     if name.family == "cdinet":
         # A name means its demo weights where the repository has them: use their preprocessing.
@@ -101,7 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "edge_mm": __version__,
     }
     path = write_set(args.out, arrays, manifest)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_file(path)
     print(
         f"wrote {path}: {args.count} samples of {', '.join(f'{k}{list(v.shape[1:])}' for k, v in arrays.items())}, sha256 {digest[:16]}"
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime.artifact import Artifact  # noqa: E402
+from edge_mm.artifact import Artifact  # noqa: E402
 from runtime.backends.select import select_backend  # noqa: E402
 from runtime.pipeline import Pipeline, save_snapshot  # noqa: E402
 from runtime.saliency import SaliencyModel  # noqa: E402

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from edge_mm.atomic import atomic_path
 from edge_mm.errors import DownloadError
+from edge_mm.hashing import sha256_file
 
 CACHE_ENV = "EDGE_MM_CACHE"
 _CHUNK = 1 << 20
@@ -34,11 +35,7 @@ def cache_dir() -> Path:
 
 def file_sha256(path: Union[str, Path]) -> str:
     """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path, _CHUNK)
 
 
 def _fetch(url: str, dest: Path, timeout: float, progress: bool) -> str:

@@ -25,9 +25,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from pathlib import Path
 from typing import Any, Dict, List, Union
 
+from edge_mm import hashing
 from edge_mm.errors import ArtifactError
 
 SPEC_FORMAT = 1
@@ -108,9 +108,4 @@ class ModelSpec:
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_file = hashing.sha256_file  # kept importable from here; the helper lives in edge_mm.hashing

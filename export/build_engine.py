@@ -6,7 +6,7 @@
     python -m export.build_engine --model clip:RN50 --weights random --out /tmp/rn50 --no-engine
 
 The ONNX stage always runs and is written atomically (see export/pipeline.py). The engine stage
-then builds one engine per precision with export.engine, if a TensorRT that can build here is
+then builds one engine per precision with the runtime's TensorRT builder (runtime.backends.trt), if a TensorRT that can build here is
 installed; otherwise it says why no engine was built and stops. It never reports an engine it
 did not build.
 """
@@ -37,78 +37,59 @@ class EngineOptions:
 
 
 def _gpu_count() -> int:
-    from runtime.backends import cuda_buffers
+    from runtime.backends.trt.engines import gpu_count
 
-    try:
-        return cuda_buffers.device_count()
-    except Exception:  # no cuda-python or no driver: no GPU to build on
-        return 0
+    return gpu_count()
 
 
 def build_engines(
     artifact_dir: Path, precisions: Sequence[str], options: EngineOptions, say: Callable[[str], None] = print
 ) -> Dict[str, Any]:
-    """The engine stage: one engine per graph folder and precision, or a plain statement of why none was built.
+    """The engine stage: the runtime's TensorRT builder on every graph folder and precision, or a plain
+    statement of why none was built.
 
     Returns {"status": "built" | "skipped" | "no-tensorrt" | "cannot-build-here", "reason": ..., "engines": [...]}.
     """
     if options.no_engine:
         say("engines: skipped (--no-engine)")
         return {"status": "skipped", "reason": "--no-engine", "engines": []}
-    from export.engine import artifact_onnx, build_or_reuse, find_flavour
-    from export.pipeline import graph_folders
+    from runtime.backends.trt.engines import build_artifact_engines, builder_here
+
+    here = builder_here(options.flavour, options.target_sm)
+    flavour = here.flavour
+    if flavour is None:
+        if not here.installed:
+            say(f"TensorRT not found: {here.reason}")
+            say("no engine was built; the ONNX artifact is complete")
+            return {"status": "no-tensorrt", "reason": here.reason, "engines": []}
+        say(f"no engine was built: {here.reason}")
+        return {"status": "cannot-build-here", "reason": here.reason, "engines": []}
 
     try:
-        flavour = find_flavour(options.flavour)
+        builds = build_artifact_engines(
+            artifact_dir,
+            precisions,
+            say=say,
+            flavour=options.flavour,
+            target_sm=options.target_sm,
+            workspace_mib=options.workspace_mb,
+            dla_core=options.dla_core,
+            timing_cache_dir=options.timing_cache,
+        )
     except EngineError as exc:
-        if options.flavour is not None:
-            raise
-        say(f"TensorRT not found: {exc}")
-        say("no engine was built; the ONNX artifact is complete")
-        return {"status": "no-tensorrt", "reason": str(exc), "engines": []}
-
-    described = f"{flavour.name} {flavour.version_string}"
-    if _gpu_count() == 0 and not (flavour.targets_compute_capabilities and options.target_sm):
-        if flavour.targets_compute_capabilities:
-            reason = (
-                f"{described} is installed but there is no GPU here and no --target-sm; pass --target-sm "
-                "(86: RTX 30xx, 89: RTX 40xx, 120: RTX 50xx) to build ahead of time"
-            )
-        else:
-            reason = f"{described} is installed but no CUDA GPU is visible; TensorRT builds on the GPU it will run on"
-        say(f"no engine was built: {reason}")
-        return {"status": "cannot-build-here", "reason": reason, "engines": []}
-
-    engines = []
-    for folder in graph_folders(artifact_dir):
-        for precision in precisions:
-            onnx_path = artifact_onnx(folder, precision)
-            if not onnx_path.is_file():
-                continue
-            try:
-                outcome = build_or_reuse(
-                    onnx_path,
-                    precision,
-                    folder,
-                    flavour=options.flavour,
-                    target_sm=options.target_sm,
-                    workspace_mib=options.workspace_mb,
-                    dla_core=options.dla_core,
-                    timing_cache_dir=options.timing_cache,
-                )
-            except EngineError as exc:
-                raise EngineError(
-                    f"{exc} (the ONNX artifact in {artifact_dir} is complete; rerun with --no-engine to skip engines)"
-                ) from None
-            engines.append(
-                {
-                    "engine": str(outcome.engine_path.relative_to(artifact_dir)),
-                    "precision": precision,
-                    "reused": outcome.reused,
-                    "seconds": round(outcome.seconds, 1),
-                }
-            )
-    return {"status": "built", "flavour": described, "engines": engines}
+        raise EngineError(
+            f"{exc} (the ONNX artifact in {artifact_dir} is complete; rerun with --no-engine to skip engines)"
+        ) from None
+    engines = [
+        {
+            "engine": str(b.outcome.engine_path.relative_to(artifact_dir)),
+            "precision": b.precision,
+            "reused": b.outcome.reused,
+            "seconds": round(b.outcome.seconds, 1),
+        }
+        for b in builds
+    ]
+    return {"status": "built", "flavour": f"{flavour.name} {flavour.version_string}", "engines": engines}
 
 
 def _precisions(text: str) -> List[str]:
@@ -157,15 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--eval-seed", type=int, default=10_000, help="seed of the held-out set (default 10000)")
     parser.add_argument(
-        "--max-batch", type=int, default=8, help="largest batch of the engines' optimization profile (default 8)"
+        "--max-batch",
+        type=int,
+        help="largest batch of the engines' optimization profile (default: the batch the runtime uses, "
+        "CDINet 1, CLIP 8)",
     )
     parser.add_argument(
-        "--max-side", type=int, default=512, help="CDINet: largest H and W of the engines' profile (default 512)"
+        "--max-side", type=int, help="CDINet: largest H and W of the engines' profile (default: the native size)"
     )
     parser.add_argument(
         "--threads", type=int, default=0, help="CPU threads for torch and ONNX Runtime (default: their own)"
     )
-    engine = parser.add_argument_group("engines (export.engine)")
+    engine = parser.add_argument_group("engines (runtime.backends.trt, as edge-mm-engine build)")
     engine.add_argument("--no-engine", action="store_true", help="stop after the ONNX stage")
     engine.add_argument(
         "--flavour",
@@ -213,9 +197,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     parse_model_name(args.model)  # unknown names fail before anything is loaded
     check_out_dir(args.out)
-    if args.threads < 0 or args.calib_count < 1 or args.eval_count < 1 or args.max_batch < 1:
+    if args.threads < 0 or args.calib_count < 1 or args.eval_count < 1 or (args.max_batch or 1) < 1:
         raise UsageError("--threads must be >= 0 and --calib-count, --eval-count, --max-batch >= 1")
-    if args.max_side < 32 or args.max_side % 16:
+    if args.max_side is not None and (args.max_side < 32 or args.max_side % 16):
         raise UsageError(f"--max-side {args.max_side} must be a multiple of 16 and at least 32")
     if args.threads:
         import torch

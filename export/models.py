@@ -22,6 +22,7 @@ from torch import nn
 
 from edge_mm.clip.preprocess import ClipPreprocess
 from edge_mm.errors import UsageError, WeightsError
+from edge_mm.hashing import sha256_file
 from edge_mm.registry import (
     CLIP_CONTEXT_LENGTH,
     CLIP_DEMO,
@@ -180,8 +181,6 @@ def state_dict_sha256(module: nn.Module) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    from edge_mm.spec import sha256_file
-
     return sha256_file(path)
 
 

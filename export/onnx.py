@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import onnx
 import torch
@@ -106,24 +106,33 @@ def _fill_spec(spec: ModelSpec, loaded: LoadedModel, extra: Dict) -> ModelSpec:
     return spec
 
 
+# The batch the runtime runs each model at: the saliency stage takes one frame at a time; CLIP
+# embeds labels and index crops in batches (runtime/retrieval splits larger ones per engine).
+RUNTIME_MAX_BATCH = {"cdinet": 1, "clip": DEFAULT_BATCH[2]}
+
+
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """TensorRT optimization-profile hints written into the spec (the engine stage reads them)."""
+    """TensorRT optimization-profile hints written into the spec (the engine builder reads them).
 
-    max_batch: int = DEFAULT_BATCH[2]
-    max_side: int = DEFAULT_CDINET_SIDE[2]  # CDINet only: largest H and W an engine accepts
+    The defaults fit the model: its native input size (CDINet: H and W up to the exported size,
+    down to 128) and the batch the runtime uses. Larger ranges cost builder memory (an 8x3x512x512
+    CDINet profile ran out of memory on a 2-core machine with TensorRT-RTX), so they are asked for.
+    """
 
-    @property
-    def batch(self) -> Tuple[int, int, int]:
-        return (1, 1, self.max_batch)
+    max_batch: Optional[int] = None  # None: RUNTIME_MAX_BATCH of the model family
+    max_side: Optional[int] = None  # CDINet only: largest H and W an engine accepts; None: the native size
+
+    def batch(self, family: str) -> Tuple[int, int, int]:
+        return (1, 1, self.max_batch or RUNTIME_MAX_BATCH[family])
 
     def sides(self, opt: int) -> Tuple[int, int, int]:
-        return (min(DEFAULT_CDINET_SIDE[0], opt), opt, max(self.max_side, opt))
+        return (min(DEFAULT_CDINET_SIDE[0], opt), opt, max(self.max_side or opt, opt))
 
 
 def cdinet_graph(loaded: LoadedModel, profile: Profile = Profile()) -> Graph:
     pre = loaded.preprocess
-    spec = cdinet_spec(loaded.name.text, pre, batch=profile.batch, side=profile.sides(max(pre.size)))
+    spec = cdinet_spec(loaded.name.text, pre, batch=profile.batch("cdinet"), side=profile.sides(max(pre.size)))
     spec = _fill_spec(spec, loaded, {"cdinet": loaded.config})
     axes = {0: "batch", 2: "height", 3: "width"}
     return Graph(
@@ -139,8 +148,8 @@ def cdinet_graph(loaded: LoadedModel, profile: Profile = Profile()) -> Graph:
 def clip_graphs(loaded: LoadedModel, profile: Profile = Profile()) -> List[Graph]:
     clip = loaded.module
     extra = {"clip": loaded.config, "embed_dim": clip.embed_dim, "eot_token_id": int(clip.eot_token_id)}
-    image_spec = clip_image_spec(loaded.name.text, clip.image_resolution, clip.embed_dim, batch=profile.batch)
-    text_spec = clip_text_spec(loaded.name.text, clip.context_length, clip.embed_dim, batch=profile.batch)
+    image_spec = clip_image_spec(loaded.name.text, clip.image_resolution, clip.embed_dim, batch=profile.batch("clip"))
+    text_spec = clip_text_spec(loaded.name.text, clip.context_length, clip.embed_dim, batch=profile.batch("clip"))
     image_spec, text_spec = _fill_spec(image_spec, loaded, extra), _fill_spec(text_spec, loaded, extra)
     return [
         Graph(

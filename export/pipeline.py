@@ -24,20 +24,20 @@ import onnx
 from calib.sampling import sample
 from calib.store import CalibrationSet, read_set
 from edge_mm import __version__ as EDGE_MM_VERSION
+from edge_mm.artifact import PRECISIONS, REPORT_FILE, REPORT_FORMAT, VARIANT_FILES
 from edge_mm.atomic import atomic_dir
 from edge_mm.errors import CalibrationError, UsageError
-from edge_mm.spec import ModelSpec, sha256_file
+from edge_mm.hashing import sha256_file
+from edge_mm.spec import ModelSpec
 from export import report, variants
 
 if TYPE_CHECKING:  # torch lives behind these; the helpers below also serve export.import_onnx, which is torch-free
     from export.models import LoadedModel
     from export.onnx import Graph, Profile
 
-PRECISIONS = ("fp32", "fp16", "int8")
-FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-REPORT = "report.json"
+FILES = VARIANT_FILES  # the artifact contract's file names (edge_mm.artifact.layout)
+REPORT = REPORT_FILE
 CALIBRATION = "calibration.json"
-REPORT_FORMAT = 1
 ARTIFACT_MARKERS = ("model.onnx", "report.json", "image/model.onnx", "text/model.onnx")
 
 
@@ -277,7 +277,7 @@ def _evaluation_header(options: ExportOptions) -> Dict[str, Any]:
         "source": "synthetic",
         "seed": options.eval_seed,
         "scenes": options.eval_count,
-        "runtime": "onnxruntime cpu (runtime.backends.onnxruntime)",
+        "runtime": "onnxruntime cpu (runtime.backends.onnxrt)",
     }
 
 
@@ -418,11 +418,3 @@ def export_artifact(
         if is_clip:
             write_json(tmp / REPORT, top)
     return top
-
-
-def graph_folders(out: Path) -> List[Path]:
-    """The folders of an artifact that hold ONNX graphs (OUT, or OUT/image and OUT/text)."""
-    out = Path(out)
-    if (out / "image").is_dir() or (out / "text").is_dir():
-        return [p for p in (out / "image", out / "text") if p.is_dir()]
-    return [out]

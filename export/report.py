@@ -46,7 +46,7 @@ def run_onnx(
     runtime's ONNX Runtime backend."""
     from tqdm import tqdm
 
-    from runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.backends.onnxrt import OnnxRuntimeBackend
 
     total = len(next(iter(feeds.values())))
     outputs = []

@@ -13,48 +13,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
-import numpy as np
-
 from calib.sampling import sample
-from edge_mm.atomic import write_json
+from edge_mm.artifact import Artifact, engine_problems, read_engine_sidecar, write_report
 from export.precision import compare_outputs
-from runtime.artifact import Artifact
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.backends.onnxrt import OnnxRuntimeBackend
 
 VERIFY_SEED = 40_000  # calibration uses 0, evaluation 10000, parity 20000, the INT8 search 30000
 
 
-def _run(backend: Any, feeds: Dict[str, np.ndarray], batch: int) -> Dict[str, np.ndarray]:
-    count = len(next(iter(feeds.values())))
-    parts: List[Dict[str, np.ndarray]] = []
-    for start in range(0, count, batch):
-        parts.append(backend.infer({k: v[start : start + batch] for k, v in feeds.items()}))
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-
-
 def engine_cannot_run_here(engine_path: Path) -> str:
-    """Why this engine cannot run on this machine, or "" when it can."""
-    from runtime.backends import tensorrt as trt_backend
-    from runtime.backends.cuda_buffers import cuda_available
+    """Why this engine cannot run on this machine, or "" when it can (edge_mm.artifact.engine_problems)."""
+    from runtime.backends.trt.loader import this_machine
 
-    if not cuda_available():
-        return "no CUDA GPU is visible here"
-    sidecar = trt_backend.read_engine_sidecar(engine_path)
-    flavour = sidecar["tensorrt"]["flavour"]
-    sm = trt_backend.cuda_buffers.device_info(0).sm
-    return trt_backend.machine_mismatch(sidecar, trt_backend.installed_version(flavour), sm) or ""
+    return "; ".join(engine_problems(read_engine_sidecar(engine_path), this_machine()))
 
 
 def verify_folder(
     folder: Path, engines: List[Dict[str, Any]], count: int = 8, batch: int = 1, say: Callable[[str], None] = print
 ) -> Dict[str, Any]:
     """Compare each engine of one graph folder with ONNX Runtime FP32; record and return the results."""
-    from runtime.backends.tensorrt import TensorRTBackend
+    from runtime.backends.trt.runner import TensorRTBackend
 
     artifact = Artifact(folder)
     feeds = sample(artifact.spec, "synthetic", count, VERIFY_SEED, progress=False)
     with OnnxRuntimeBackend(artifact.onnx_path("fp32"), providers="cpu") as reference:
-        expected = _run(reference, feeds, batch)
+        expected = reference.infer_batched(feeds, batch)
     results: Dict[str, Any] = {}
     for entry in engines:
         engine_path = folder / Path(entry["engine"]).name
@@ -64,7 +47,7 @@ def verify_folder(
             say(f"verify {engine_path.name}: not run ({why_not})")
             continue
         with TensorRTBackend.from_artifact(folder, entry["precision"]) as engine:
-            measured = compare_outputs(expected, _run(engine, feeds, batch))
+            measured = compare_outputs(expected, engine.infer_batched(feeds, batch))
         results[engine_path.name] = {
             "status": "compared",
             "precision": entry["precision"],
@@ -81,5 +64,5 @@ def verify_folder(
         )
     report = artifact.report()
     report["engines"] = {**report.get("engines", {}), **results}
-    write_json(folder / "report.json", report, indent=2)
+    write_report(folder, report)
     return results

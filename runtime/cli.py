@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from edge_mm.artifact import export_command
 from edge_mm.cli_support import run_cli
 from edge_mm.errors import ArtifactError, SourceError, UsageError
 
@@ -96,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--threads", type=_positive_int, metavar="N", help="ONNX Runtime intra-op threads (default: its own)"
+    )
+    g.add_argument(
+        "--no-build",
+        action="store_true",
+        help="never build a TensorRT engine on first run (default: build one here when none matches and TensorRT can)",
+    )
+    g.add_argument(
+        "--target-sm",
+        action="append",
+        metavar="N",
+        help="first-run build with TensorRT-RTX ahead of time for compute capability N (86, 89, 120; repeatable)",
     )
     g.add_argument(
         "--workers",
@@ -223,13 +235,13 @@ def guess_model_name(path: Path) -> str:
 
 def missing_artifact_error(path: Path) -> ArtifactError:
     return ArtifactError(
-        f"no model artifact at {path}; build it with `python -m export.build_engine --model {guess_model_name(path)} --out {path}` "
+        f"no model artifact at {path}; build it with `{export_command(path, guess_model_name(path))}` "
         f"(or point --model / ${MODEL_ENV} at one)"
     )
 
 
 def open_artifact(path: Path):
-    from runtime.artifact import Artifact
+    from edge_mm.artifact import Artifact
 
     if not path.is_dir():
         raise missing_artifact_error(path)
@@ -240,7 +252,7 @@ def open_artifact(path: Path):
         artifact.spec  # reads model.onnx's spec: a corrupt file fails here, with the rebuild command
     except ArtifactError as exc:
         # Without a readable spec the model name is unknown; name the likely one in the command.
-        raise ArtifactError(str(exc).replace("--model <model>", f"--model {guess_model_name(path)}")) from None
+        raise ArtifactError(str(exc).replace("--model MODEL", f"--model {guess_model_name(path)}")) from None
     return artifact
 
 
@@ -456,6 +468,15 @@ def _close_all(things: Any, console: "_Console") -> None:
             console.warn(f"closing {thing.describe()} failed: {exc}")
 
 
+def first_run_build(args: argparse.Namespace):
+    """What edge-mm-run may build when no engine matches (see runtime.backends.select), or None for --no-build."""
+    from runtime.backends.select import FirstRunBuild
+
+    if args.no_build or args.backend in ("ort-cpu", "ort-cuda"):
+        return None
+    return FirstRunBuild(target_sm=args.target_sm)
+
+
 def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
     from runtime.memory import keep_freed_memory
     from runtime.pipeline import Pipeline, StopSignals
@@ -495,6 +516,8 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
                 model_path=path,
                 source_name=source.name,
                 source_live=bool(source.live),
+                # Backend selection prints each backend's line and may build an engine on first run.
+                backend_options={"say": console.say, "build": first_run_build(args)},
             )
             stages = build_stages(args, ctx)
             info: Dict[str, Any] = {}

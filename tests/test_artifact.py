@@ -1,4 +1,4 @@
-"""runtime.artifact: the ONNX metadata scanner and the artifact folder reader."""
+"""edge_mm.artifact: the ONNX metadata scanner and the artifact folder reader."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import runtime.artifact as artifact_module
+import edge_mm.artifact.onnx_metadata as artifact_module
+from edge_mm.artifact import Artifact, precision_of, read_onnx_metadata, read_onnx_spec
 from edge_mm.errors import ArtifactError
 from edge_mm.spec import ModelSpec, TensorSpec
-from runtime.artifact import Artifact, precision_of, read_onnx_metadata, read_onnx_spec
 
 SPEC = ModelSpec(
     kind="cdinet",
@@ -121,8 +121,11 @@ def test_artifact_variants_spec_engines_report(tmp_path):
     onnx.save(make_model(), str(tmp_path / "model.int8.onnx"))
     engine = tmp_path / "model.int8.trt10.3.0.sm87.engine"
     engine.write_bytes(b"plan")
-    (tmp_path / "model.int8.trt10.3.0.sm87.engine.json").write_text(json.dumps({"format": 1, "precision": "int8"}))
+    sidecar = {"format": 1, "precision": "int8", "tensorrt": {"flavour": "tensorrt", "version": "10.3.0"}}
+    (tmp_path / "model.int8.trt10.3.0.sm87.engine.json").write_text(json.dumps(sidecar))
     (tmp_path / "model.fp16.rtx1.7.engine").write_bytes(b"plan")  # no sidecar
+    (tmp_path / "model.fp32.trt9.engine").write_bytes(b"plan")
+    (tmp_path / "model.fp32.trt9.engine.json").write_text(json.dumps({"format": 0}))  # another format
     (tmp_path / "report.json").write_text(json.dumps({"int8": {"saliency": {"cosine_min": 0.999}}}))
 
     artifact = Artifact(tmp_path)
@@ -134,10 +137,12 @@ def test_artifact_variants_spec_engines_report(tmp_path):
     with pytest.raises(ArtifactError, match="unknown precision"):
         artifact.onnx_path("int4")
     engines = {e.path.name: e for e in artifact.engines()}
-    assert engines["model.int8.trt10.3.0.sm87.engine"].sidecar == {"format": 1, "precision": "int8"}
+    assert engines["model.int8.trt10.3.0.sm87.engine"].sidecar == sidecar
     assert engines["model.int8.trt10.3.0.sm87.engine"].precision == "int8"
     assert engines["model.fp16.rtx1.7.engine"].sidecar is None
     assert "no sidecar" in engines["model.fp16.rtx1.7.engine"].problem
+    assert engines["model.fp32.trt9.engine"].sidecar is None
+    assert "unknown format" in engines["model.fp32.trt9.engine"].problem
     assert artifact.report()["int8"]["saliency"]["cosine_min"] == 0.999
 
 

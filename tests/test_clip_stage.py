@@ -263,7 +263,7 @@ def test_salient_box_from_a_saliency_model_gates_the_crop(tmp_path, embedder):
     """The full gate: an RGB-D frame -> saliency model (a real ONNX graph: nearest is salient) -> box -> CLIP."""
     from runtime_support import depth_oracle_artifact
 
-    from runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.backends.onnxrt import OnnxRuntimeBackend
     from runtime.saliency import SaliencyModel
 
     oracle = depth_oracle_artifact(tmp_path / "oracle")

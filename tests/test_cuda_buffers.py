@@ -1,4 +1,4 @@
-"""The cuda-python layer (runtime/backends/cuda_buffers.py), without TensorRT.
+"""The cuda-python layer (runtime/backends/trt/cuda.py), without TensorRT.
 
 Tests marked `gpu` need an NVIDIA GPU and skip without one; the others run anywhere cuda-python
 is installed and check the error handling against the real CUDA runtime library.
@@ -9,7 +9,7 @@ import pytest
 
 from edge_mm.errors import BackendError
 
-cuda_buffers = pytest.importorskip("runtime.backends.cuda_buffers")
+cuda_buffers = pytest.importorskip("runtime.backends.trt.cuda")
 
 
 def _cudart_or_skip():

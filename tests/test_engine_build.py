@@ -22,9 +22,9 @@ from edge_mm.spec import METADATA_KEY, ModelSpec, TensorSpec, sha256_file
 trt = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX bindings are not installed")
 onnx = pytest.importorskip("onnx")
 
-from export.engine import artifact_onnx, build_or_reuse  # noqa: E402
-from export.engine.flavours import find_flavour  # noqa: E402
-from runtime.backends.tensorrt import make_logger  # noqa: E402
+from runtime.backends.trt.builder import artifact_onnx, build_or_reuse  # noqa: E402
+from runtime.backends.trt.flavours import find_flavour  # noqa: E402
+from runtime.backends.trt.logger import make_logger  # noqa: E402
 
 PROFILE = {"batch": [1, 1, 2], "height": [16, 32, 64], "width": [16, 32, 64]}
 RTX_VERSION = ".".join(trt.__version__.split(".")[:3])
@@ -283,7 +283,7 @@ def test_rtx_options_that_do_not_apply_are_refused(artifact, tmp_path):
 
 
 def test_rtx_without_a_gpu_needs_a_target(artifact, tmp_path):
-    from runtime.backends import cuda_buffers
+    from runtime.backends.trt import cuda as cuda_buffers
 
     if cuda_buffers.device_count() > 0:
         pytest.skip("a GPU is present, so TensorRT-RTX builds for it without target_sm")
@@ -292,7 +292,7 @@ def test_rtx_without_a_gpu_needs_a_target(artifact, tmp_path):
 
 
 def test_missing_onnx_is_a_clear_error(tmp_path):
-    with pytest.raises(EngineError, match="does not exist; run the export first"):
+    with pytest.raises(EngineError, match="does not exist; export it with `python -m export.build_engine"):
         build(tmp_path / "model.onnx", "fp32", tmp_path)
 
 
@@ -312,7 +312,7 @@ def test_no_tensorrt_at_all_gives_the_install_message(artifact, tmp_path):
         "for name in ('tensorrt', 'tensorrt_bindings', 'tensorrt_rtx', 'tensorrt_rtx_bindings'):\n"
         "    sys.modules[name] = None  # makes `import name` raise ImportError\n"
         "from edge_mm.errors import EngineError\n"
-        "from export.engine import build_engine\n"
+        "from runtime.backends.trt.builder import build_engine\n"
         "try:\n"
         f"    build_engine({str(artifact / 'model.onnx')!r}, 'fp16', {str(tmp_path)!r})\n"
         "except EngineError as exc:\n"
@@ -355,3 +355,31 @@ def test_external_weights_are_part_of_the_key(artifact, tmp_path):
     data.unlink()
     with pytest.raises(EngineError, match="keeps weights in model.onnx.data, which is missing"):
         build(onnx_path, "fp32", tmp_path)
+
+
+def test_out_of_memory_retries_once_with_a_narrower_profile(artifact, tmp_path, capsys):
+    """A 16 MiB workspace cannot hold a batch-8 1024x1024 profile; the native size and batch fit."""
+    wide = {"batch": [1, 1, 8], "height": [16, 32, 1024], "width": [16, 32, 1024]}
+    outcome = build(artifact / "model.onnx", "fp32", tmp_path, profile=wide, workspace_mib=16, progress=True)
+    said = capsys.readouterr().out
+    assert "out of memory with profile batch 1..8 (opt 1), height 16..1024 (opt 32)" in said
+    assert "retrying once with batch 1..1 (opt 1), height 16..32 (opt 32), width 16..32 (opt 32)" in said
+    sidecar = outcome.sidecar
+    narrowed = {"batch": [1, 1, 1], "height": [16, 32, 32], "width": [16, 32, 32]}
+    assert sidecar["build_options"]["narrowed_profile_after_out_of_memory"] == narrowed
+    assert sidecar["spec"]["profile"] == narrowed  # the runtime sees the batch the engine really takes
+    assert {t["name"]: t["profile"]["max"] for t in sidecar["inputs"]} == {
+        "rgb": [1, 3, 32, 32],
+        "depth": [1, 1, 32, 32],
+    }
+    again = build(artifact / "model.onnx", "fp32", tmp_path, profile=wide, workspace_mib=16)
+    assert again.reused  # the key is the asked profile: no second failing build on the next call
+
+
+def test_a_build_that_fails_after_narrowing_is_an_error(artifact, tmp_path, capsys):
+    """Narrowing happens once: a workspace too small for even the native size is an EngineError."""
+    huge = {"batch": [1, 1, 8], "height": [16, 2048, 2048], "width": [16, 2048, 2048]}
+    with pytest.raises(EngineError, match="TensorRT could not build model.onnx"):
+        build(artifact / "model.onnx", "fp32", tmp_path, profile=huge, workspace_mib=1, progress=True)
+    assert capsys.readouterr().out.count("retrying once") == 1
+    assert not list(tmp_path.glob("*.engine*")), "nothing half written"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edge_mm.errors import EngineError
-from export.engine.calibrator import CalibrationBatches, make_entropy_calibrator, read_cache, write_cache
+from runtime.backends.trt.calibrator import CalibrationBatches, make_entropy_calibrator, read_cache, write_cache
 
 DTYPES = {"rgb": np.float32, "depth": np.float32}
 

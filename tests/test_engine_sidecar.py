@@ -5,22 +5,22 @@ from pathlib import Path
 
 import pytest
 
+from edge_mm.artifact import Machine, engine_command, engine_problems, layout, same_version
+from edge_mm.artifact import sidecar as sidecar_schema
 from edge_mm.errors import EngineError
-from export.engine import sidecar
-from export.engine.builder import normalize_targets
-from export.engine.profile import OnnxInput, ProfileShapes, resolve_profile
-from runtime.backends import tensorrt as trt_backend
+from runtime.backends.trt.builder import normalize_targets
+from runtime.backends.trt.profile import OnnxInput, ProfileShapes, resolve_profile
 
 
 def test_engine_file_names():
     onnx_path = Path("artifacts/cdinet-256/model.fp16.onnx")
-    assert sidecar.engine_filename(onnx_path, "fp16", "trt10.3.0", [87]) == "model.fp16.trt10.3.0.sm87.engine"
+    assert layout.engine_filename(onnx_path, "fp16", "trt10.3.0", [87]) == "model.fp16.trt10.3.0.sm87.engine"
     assert (
-        sidecar.engine_filename(onnx_path, "int8", "trt10.3.0", [87], dla_core=0)
+        layout.engine_filename(onnx_path, "int8", "trt10.3.0", [87], dla_core=0)
         == "model.int8.trt10.3.0.sm87.dla0.engine"
     )
-    assert sidecar.engine_filename(onnx_path, "fp16", "rtx1.7.1", [120, 86]) == "model.fp16.rtx1.7.1.sm86-120.engine"
-    assert sidecar.sidecar_path(Path("a/m.engine")) == Path("a/m.engine.json")
+    assert layout.engine_filename(onnx_path, "fp16", "rtx1.7.1", [120, 86]) == "model.fp16.rtx1.7.1.sm86-120.engine"
+    assert layout.sidecar_path(Path("a/m.engine")) == Path("a/m.engine.json")
 
 
 def test_target_spellings():
@@ -43,13 +43,13 @@ def make_key(**changes):
         options={"workspace_mib": 1024, "optimization_level": None, "strongly_typed": False},
     )
     key.update(changes)
-    return sidecar.make_key(**key)
+    return sidecar_schema.make_key(**key)
 
 
 def write_engine(folder: Path, key, payload=b"engine bytes") -> Path:
     engine = folder / "model.fp16.trt10.3.0.sm87.engine"
     engine.write_bytes(payload)
-    sidecar.write_sidecar(
+    sidecar_schema.write_engine_sidecar(
         engine,
         key=key,
         tool="python",
@@ -67,62 +67,68 @@ def write_engine(folder: Path, key, payload=b"engine bytes") -> Path:
 def test_rebuild_reasons(tmp_path):
     key = make_key()
     engine = tmp_path / "model.fp16.trt10.3.0.sm87.engine"
-    assert sidecar.rebuild_reason(engine, key) == "no engine yet"
+    assert sidecar_schema.rebuild_reason(engine, key) == "no engine yet"
     engine.write_bytes(b"x")
-    assert sidecar.rebuild_reason(engine, key) == "the engine has no sidecar"
+    assert sidecar_schema.rebuild_reason(engine, key) == "the engine has no sidecar"
     write_engine(tmp_path, key)
-    assert sidecar.rebuild_reason(engine, key) is None
-    assert sidecar.rebuild_reason(engine, make_key(version="10.3.0.31")) == "changed: version"
+    assert sidecar_schema.rebuild_reason(engine, key) is None
+    assert sidecar_schema.rebuild_reason(engine, make_key(version="10.3.0.31")) == "changed: version"
     assert (
-        sidecar.rebuild_reason(engine, make_key(onnx_sha256="b" * 64, precision="int8"))
+        sidecar_schema.rebuild_reason(engine, make_key(onnx_sha256="b" * 64, precision="int8"))
         == "changed: onnx_sha256, precision"
     )
     engine.write_bytes(b"engine bytes, but edited")
-    assert sidecar.rebuild_reason(engine, key) == "the engine file does not match its sidecar"
+    assert sidecar_schema.rebuild_reason(engine, key) == "the engine file does not match its sidecar"
     Path(str(engine) + ".json").write_text("{broken")
-    assert sidecar.rebuild_reason(engine, key) == "the sidecar is unreadable"
+    assert sidecar_schema.rebuild_reason(engine, key) == "the sidecar is unreadable"
 
 
 def test_sidecar_fields_are_documented_and_written(tmp_path):
     engine = write_engine(tmp_path, make_key())
     data = json.loads(Path(str(engine) + ".json").read_text())
-    assert set(data) == set(sidecar.SIDECAR_FIELDS)
+    assert set(data) == set(sidecar_schema.ENGINE_SIDECAR_FIELDS)
     assert data["gpu"] == {"name": "Orin", "compute_capability": "8.7"} and data["targets"] == [87]
 
 
-def test_runtime_reads_the_export_sidecar_and_checks_the_machine(tmp_path):
+def machine(version, sm):
+    return Machine(tensorrt={"tensorrt": version, "tensorrt_rtx": None}, gpu_sm=sm)
+
+
+def test_engine_problems_compare_the_sidecar_with_a_machine(tmp_path):
     engine = write_engine(tmp_path, make_key())
-    data = trt_backend.read_engine_sidecar(engine)
-    assert trt_backend.machine_mismatch(data, "10.3.0.30", 87) is None
-    assert (
-        trt_backend.machine_mismatch(data, "10.16.2.10", 87)
-        == "it was built with tensorrt 10.3.0.30 but tensorrt 10.16.2.10 is installed"
-    )
-    assert trt_backend.machine_mismatch(data, "10.3.0.30", 86) == "it was built for sm87 but this GPU is sm86"
-    assert trt_backend.machine_mismatch(data, None, 87) == "it needs tensorrt 10.3.0.30, which is not installed"
-    rebuild = trt_backend.rebuild_command(tmp_path, "fp16", "cdinet-256")
-    with pytest.raises(EngineError) as info:
-        trt_backend.check_engine_for_machine(data, "10.16.2.10", 87, rebuild)
-    message = str(info.value)
-    assert message.startswith("engine model.fp16.trt10.3.0.sm87.engine cannot run here: it was built with")
-    assert message.endswith(
-        f"rebuild it: python -m export.build_engine --model cdinet-256 --out {tmp_path} --precision fp16"
-    )
+    data = sidecar_schema.read_engine_sidecar(engine)
+    assert engine_problems(data, machine("10.3.0.30", 87)) == []
+    assert engine_problems(data, machine("10.16.2.10", 87)) == [
+        "it was built with tensorrt 10.3.0.30 but tensorrt 10.16.2.10 is installed"
+    ]
+    assert engine_problems(data, machine("10.3.0.30", 86)) == ["it was built for sm87 but this GPU is sm86"]
+    assert engine_problems(data, machine(None, 87)) == ["it needs tensorrt 10.3.0.30, which is not installed"]
+    assert engine_problems(data, machine("10.3.0.30", None)) == ["no CUDA GPU is visible here"]
+    assert engine_problems(dict(data, tensorrt={"flavour": "tensorrt9"}), machine("10.3.0.30", 87)) == [
+        "unknown TensorRT flavour 'tensorrt9' in the sidecar"
+    ]
+
+
+def test_rebuild_command_is_torch_free_and_safe_to_paste(tmp_path):
+    assert engine_command(tmp_path, "fp16") == f"edge-mm-engine build {tmp_path} --precision fp16"
+    spaced = tmp_path / "my artifacts; rm -rf x"
+    command = engine_command(spaced, "int8", target_sm=[86])
+    assert command == f"edge-mm-engine build '{spaced}' --precision int8 --target-sm 86"
 
 
 def test_runtime_sidecar_errors(tmp_path):
     with pytest.raises(EngineError, match="has no sidecar"):
-        trt_backend.read_engine_sidecar(tmp_path / "x.engine")
+        sidecar_schema.read_engine_sidecar(tmp_path / "x.engine")
     (tmp_path / "x.engine.json").write_text(json.dumps({"format": 99}))
     with pytest.raises(EngineError, match="unknown format"):
-        trt_backend.read_engine_sidecar(tmp_path / "x.engine")
+        sidecar_schema.read_engine_sidecar(tmp_path / "x.engine")
 
 
 def test_versions_compare_on_common_parts():
-    assert trt_backend.same_version("10.3.0", "10.3.0.30")  # trtexec build, Python module at runtime
-    assert trt_backend.same_version("1.7.1.116", "1.7.1.116")
-    assert not trt_backend.same_version("10.3.0.30", "10.3.0.26")
-    assert not trt_backend.same_version("10.3", "10.3.0.30")  # too little to tell
+    assert same_version("10.3.0", "10.3.0.30")  # trtexec build, Python module at runtime
+    assert same_version("1.7.1.116", "1.7.1.116")
+    assert not same_version("10.3.0.30", "10.3.0.26")
+    assert not same_version("10.3", "10.3.0.30")  # too little to tell
 
 
 def test_profile_from_named_axes():

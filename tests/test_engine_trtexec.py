@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from edge_mm.errors import EngineError
-from export.engine.flavours import find_flavour, find_trtexec, trtexec_version_from_output
-from export.engine.profile import ProfileShapes
-from export.engine.trtexec import run_trtexec, trtexec_command
+from runtime.backends.trt.flavours import find_flavour, find_trtexec, trtexec_version_from_output
+from runtime.backends.trt.profile import ProfileShapes
+from runtime.backends.trt.trtexec import run_trtexec, trtexec_command
 
 RGBD = {
     "rgb": ProfileShapes((1, 3, 256, 256), (1, 3, 384, 384), (4, 3, 512, 512)),

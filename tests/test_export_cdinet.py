@@ -16,9 +16,9 @@ import onnxruntime as ort
 import pytest
 from support import ROOT
 
+from edge_mm.artifact import Artifact
 from edge_mm.spec import METADATA_KEY, ModelSpec
-from runtime.artifact import Artifact
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.backends.onnxrt import OnnxRuntimeBackend
 
 # Makes `import tensorrt*` fail in the child, as on a machine without TensorRT (the real builder code runs).
 HIDE_TENSORRT = (

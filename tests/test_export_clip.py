@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from edge_mm.artifact import VARIANT_FILES, Artifact
 from edge_mm.clip.model import CLIP
 from edge_mm.clip.tokenizer import tokenize
 from export.build_engine import main
 from export.models import CLIP_ARCHITECTURES, clip_config_of
-from runtime.artifact import VARIANT_FILES, Artifact
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.backends.onnxrt import OnnxRuntimeBackend
 
 TINY = dict(
     embed_dim=32,

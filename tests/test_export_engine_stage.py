@@ -1,4 +1,4 @@
-"""The engine stage of `python -m export.build_engine`, through export.engine (no mocks).
+"""The engine stage of `python -m export.build_engine`, through the runtime's TensorRT builder (no mocks).
 
 TensorRT-RTX's bindings build ahead-of-time engines on the CPU when given target compute
 capabilities, so where they are installed the CLI's `--target-sm` path runs for real. Without
@@ -67,7 +67,7 @@ def test_without_gpu_or_target_it_says_no_engine_was_built(built, capsys):
 def test_verify_records_engines_that_cannot_run_here(built, capsys):
     """--verify never claims an engine ran: without a GPU each engine is recorded as not run, with why."""
     from export.build_engine import verify_engines
-    from runtime.backends.cuda_buffers import cuda_available
+    from runtime.backends.trt.cuda import cuda_available
 
     if cuda_available():
         pytest.skip("a CUDA GPU is visible: the engines may run here (see the gpu-marked test)")
@@ -89,7 +89,7 @@ def test_verify_with_nothing_built_says_so(built, capsys):
 @pytest.mark.trt
 @pytest.mark.gpu
 def test_verify_compares_a_running_engine_with_onnxruntime(tmp_path):
-    from runtime.backends.tensorrt import is_available
+    from runtime.backends.trt.loader import is_available
 
     if not is_available():
         pytest.skip("needs TensorRT (or TensorRT-RTX) and a CUDA GPU to run an engine")

@@ -1,4 +1,4 @@
-"""runtime.backends.onnxruntime: sessions from artifact files, input checks, provider choice, errors."""
+"""runtime.backends.onnxrt: sessions from artifact files, input checks, provider choice, errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 from edge_mm.errors import ArtifactError, BackendError, InputError
 from edge_mm.spec import ModelSpec, TensorSpec
 from runtime.backends.base import Backend
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.backends.onnxrt import OnnxRuntimeBackend, available_providers
 
 SPEC = ModelSpec(
     kind="cdinet",
@@ -177,3 +177,28 @@ def test_explicit_spec_must_match_the_graph_inputs(tmp_path):
     onnx.save(saliency_model(spec=other), str(path))
     with pytest.raises(ArtifactError, match="takes inputs \\['depth', 'rgb'\\] but its spec says \\['image'\\]"):
         OnnxRuntimeBackend(path).activate()
+
+
+def test_infer_batched_slices_axis_0_and_concatenates(artifact):
+    backend = OnnxRuntimeBackend.from_artifact(artifact, "fp32", providers="cpu", threads=1)
+    x = feeds(n=5)
+    calls = []
+    with backend:
+        run = backend.infer_impl
+        backend.infer_impl = lambda f: calls.append(len(f["rgb"])) or run(f)
+        out = backend.infer_batched(x, 2)
+        assert calls == [2, 2, 1]
+        np.testing.assert_allclose(out["saliency"], expected(x["rgb"], x["depth"]), rtol=1e-5, atol=1e-6)
+        with pytest.raises(InputError, match="disagree on the number of samples"):
+            backend.infer_batched({"rgb": x["rgb"], "depth": x["depth"][:3]}, 2)
+        with pytest.raises(InputError, match="batch must be a positive integer"):
+            backend.infer_batched(x, 0)
+
+
+def test_probe_says_why_onnxruntime_cannot_run_here(artifact, tmp_path):
+    assert OnnxRuntimeBackend.probe(artifact, providers="cpu") == []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert any("no ONNX file" in r for r in OnnxRuntimeBackend.probe(empty, providers="cpu"))
+    if "CUDAExecutionProvider" not in available_providers():
+        assert any("no CUDAExecutionProvider" in r for r in OnnxRuntimeBackend.probe(artifact, providers="cuda"))

@@ -97,7 +97,7 @@ def test_forcing_tensorrt_without_an_engine_is_an_error(oracle_artifact):
     line = one_line_error(
         run_cli("--model", oracle_artifact, "--backend", "tensorrt", "--camera", "synthetic", "--frames", "1")
     )
-    assert "--backend tensorrt" in line and "python -m export.build_engine" in line
+    assert "--backend tensorrt" in line and f"edge-mm-engine build {oracle_artifact}" in line
 
 
 def test_window_required_where_none_can_open(oracle_artifact):
@@ -262,7 +262,7 @@ def test_runtime_runs_a_pipeline_without_importing_torch_or_export(oracle_artifa
         f"rc = main(['--model', {str(oracle_artifact)!r}, '--camera', 'synthetic', '--frames', '3', '--size', '96x64',"
         f" '--headless', '--quiet', '--out', {str(tmp_path / 'o.mp4')!r}, '--serve', '127.0.0.1:0'])\n"
         "assert rc == 0, rc\n"
-        "import runtime.backends.select, runtime.backends.tensorrt, runtime.sinks.window, runtime.config\n"
+        "import runtime.backends.select, runtime.backends.trt.runner, runtime.sinks.window, runtime.config\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'export', 'torchvision', 'onnx'))\n"
         "print('BAD', bad)\n"
     )

@@ -270,7 +270,7 @@ def test_a_camera_lost_for_good_leaves_valid_outputs_and_a_one_line_error(
 
 
 def test_pipeline_api_with_several_workers_and_a_snapshot(oracle_artifact, tmp_path):
-    from runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.backends.onnxrt import OnnxRuntimeBackend
 
     backend = OnnxRuntimeBackend(oracle_artifact / "model.onnx", providers="cpu", threads=1)
     with backend:

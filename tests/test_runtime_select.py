@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from runtime_support import depth_oracle_artifact
 
+from edge_mm.artifact import Artifact, Machine
 from edge_mm.errors import ArtifactError, BackendError, EngineError, UsageError
-from runtime.artifact import Artifact
-from runtime.backends import tensorrt as trt_backend
-from runtime.backends.select import engine_problems, select_backend
+from runtime.backends.select import select_backend
+from runtime.backends.trt import loader as trt_backend
 
 
 @pytest.fixture()
@@ -22,7 +22,7 @@ def artifact(tmp_path) -> Path:
 
 
 def _fake_engine(folder: Path, precision: str, flavour: str, version: str, targets=(87,)) -> Path:
-    """An engine file and a sidecar in export/engine/sidecar.py's format, for a machine that is not this one."""
+    """An engine file and a sidecar in edge_mm.artifact.sidecar's format, for a machine that is not this one."""
     engine = folder / f"model.{precision}.trt{version}.sm{'-'.join(map(str, targets))}.engine"
     engine.write_bytes(b"not loadable here")
     sidecar = {
@@ -38,7 +38,7 @@ def _fake_engine(folder: Path, precision: str, flavour: str, version: str, targe
 
 
 def _has_gpu() -> bool:
-    from runtime.backends import cuda_buffers
+    from runtime.backends.trt import cuda as cuda_buffers
 
     return cuda_buffers.cuda_available()
 
@@ -67,7 +67,7 @@ def test_engine_for_another_tensorrt_version_falls_back_with_a_warning(artifact)
         assert len(warnings) == 1 and chosen.warnings == warnings
         text = warnings[0]
         assert "model.fp16.trt10.3.0.30.sm87.engine" in text and "10.3.0.30" in text
-        assert "falling back to ONNX Runtime" in text and "python -m export.build_engine" in text
+        assert "falling back to ONNX Runtime" in text and f"edge-mm-engine build {artifact}" in text
     finally:
         chosen.backend.deactivate()
 
@@ -80,6 +80,15 @@ def test_forced_tensorrt_with_a_mismatched_engine_is_an_error(artifact):
     assert message.startswith("--backend tensorrt:") and "10.3.0.30" in message and "\n" not in message
     with pytest.raises(EngineError, match="no TensorRT engine"):
         select_backend(Artifact(depth_oracle_artifact(artifact.parent / "bare")), backend="tensorrt")
+
+
+def engine_problems(artifact: Artifact, precision: str, gpu_sm):
+    """Why no `precision` engine runs on a machine with this machine's TensorRT versions and `gpu_sm`."""
+    machine = Machine(
+        tensorrt={f: trt_backend.installed_version(f) for f in ("tensorrt", "tensorrt_rtx")}, gpu_sm=gpu_sm
+    )
+    found, reasons = trt_backend.engine_reasons(artifact, precision, machine)
+    return [] if found is not None else reasons
 
 
 def test_engine_problems_name_each_reason(artifact):
@@ -96,7 +105,7 @@ def test_engine_problems_name_each_reason(artifact):
         assert "no CUDA GPU is visible" in engine_problems(a, "int8", gpu_sm=None)[0]
         assert "sm86" in engine_problems(a, "int8", gpu_sm=89)[0] and "sm89" in engine_problems(a, "int8", gpu_sm=89)[0]
         assert engine_problems(a, "int8", gpu_sm=86) == []  # right version and GPU: nothing against it
-    assert engine_problems(a, "fp32-none", gpu_sm=87) == []
+    assert engine_problems(a, "fp32-none", gpu_sm=87) == []  # no such engine: nothing to report
 
 
 def test_precision_and_backend_choices(artifact):

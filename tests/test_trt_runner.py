@@ -1,4 +1,4 @@
-"""The TensorRT backend (runtime/backends/tensorrt.py).
+"""The TensorRT backend (runtime/backends/trt: runner.py, loader.py, logger.py).
 
 Without a GPU: its TensorRT calls are checked against the real TensorRT 11 lean-runtime bindings
 and TensorRT-RTX (every name exists; the code uses no other), garbage engines give our EngineError,
@@ -15,14 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_mm.artifact import engine_command
 from edge_mm.errors import BackendError, EdgeMMError, EngineError, InputError
 from edge_mm.spec import METADATA_KEY, ModelSpec, TensorSpec
-from runtime.backends import cuda_buffers
-from runtime.backends import tensorrt as trt_backend
-from runtime.backends.tensorrt import REQUIRED_RTX_API, REQUIRED_TRT_API, TensorRTBackend
+from runtime.backends.trt import cuda as cuda_buffers
+from runtime.backends.trt import loader as trt_backend
+from runtime.backends.trt.logger import make_logger
+from runtime.backends.trt.runner import REQUIRED_RTX_API, REQUIRED_TRT_API, TensorRTBackend
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNNER_SOURCE = ROOT / "runtime" / "backends" / "tensorrt.py"
+# The runtime side of the backend: what must exist in TensorRT's lean runtime bindings.
+RUNNER_SOURCES = [ROOT / "runtime" / "backends" / "trt" / f"{name}.py" for name in ("runner", "loader", "logger")]
 # How the runner names TensorRT objects -> their TensorRT class.
 OBJECT_CLASSES = {
     "runtime": "Runtime",
@@ -48,7 +51,8 @@ def resolve(module, dotted: str) -> bool:
 def names_used_by_runner() -> set:
     """'Class.attr' for attributes the runner reads on TensorRT objects, 'A.B' for module paths."""
     used = set()
-    for node in ast.walk(ast.parse(RUNNER_SOURCE.read_text())):
+    nodes = [node for source in RUNNER_SOURCES for node in ast.walk(ast.parse(source.read_text()))]
+    for node in nodes:
         if not isinstance(node, ast.Attribute):
             continue
         chain, base = [node.attr], node.value
@@ -92,7 +96,7 @@ def test_full_tensorrt_has_every_name_the_runner_uses():
 
 def test_garbage_engine_bytes_give_engine_error_rtx():
     rtx = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX bindings are not installed")
-    logger = trt_backend.make_logger(rtx)
+    logger = make_logger(rtx)
     runtime = trt_backend.create_runtime(rtx, logger)
     with pytest.raises(EngineError) as info:
         trt_backend.deserialize_engine(
@@ -100,18 +104,19 @@ def test_garbage_engine_bytes_give_engine_error_rtx():
             logger,
             b"garbage" * 32,
             "model.fp16.rtx.sm86.engine",
-            trt_backend.rebuild_command("artifacts/x", "fp16", "cdinet-s"),
+            engine_command("artifacts/x", "fp16"),
         )
     message = str(info.value)
     assert message.startswith("cannot load engine model.fp16.rtx.sm86.engine: TensorRT-RTX says malformed engine")
-    assert message.endswith("python -m export.build_engine --model cdinet-s --out artifacts/x --precision fp16")
+    assert message.endswith("rebuild it on this machine: edge-mm-engine build artifacts/x --precision fp16")
 
 
 LEAN_GARBAGE = (
     "import tensorrt_lean_bindings as trt\n"
     "from edge_mm.errors import EngineError\n"
-    "from runtime.backends import cuda_buffers\n"
-    "from runtime.backends.tensorrt import create_runtime, deserialize_engine, make_logger\n"
+    "from runtime.backends.trt import cuda as cuda_buffers\n"
+    "from runtime.backends.trt.loader import create_runtime, deserialize_engine\n"
+    "from runtime.backends.trt.logger import make_logger\n"
     "if {skip_gpu_check}:\n"
     "    cuda_buffers.device_count = lambda: 1  # bypass our GPU check so trt.Runtime() is really attempted\n"
     "logger = make_logger(trt)\n"
@@ -156,8 +161,7 @@ def test_missing_tensorrt_flavour_is_named():
 def test_find_engine_without_engines_says_how_to_build(tmp_path):
     with pytest.raises(
         EngineError,
-        match=rf"no fp16 TensorRT engine in {tmp_path}; build one: python -m "
-        rf"export.build_engine --model <model> --out {tmp_path} --precision fp16",
+        match=rf"no fp16 TensorRT engine in {tmp_path}; build one: edge-mm-engine build {tmp_path} --precision fp16$",
     ):
         trt_backend.find_engine(tmp_path, "fp16")
 
@@ -229,7 +233,7 @@ def feeds_for(batch, height, width, seed=0):
 def test_activation_checks_gpu_and_sidecar_before_loading(tmp_path):
     """An sm86 TensorRT-RTX engine: no GPU -> BackendError; another GPU -> EngineError + rebuild; sm86 -> runs."""
     pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX bindings are not installed")
-    from export.engine import build_engine
+    from runtime.backends.trt.builder import build_engine
 
     engine = build_engine(write_toy_onnx(tmp_path / "model.onnx"), "fp32", tmp_path, "tensorrt_rtx", 86, progress=False)
     backend = TensorRTBackend(toy_spec(), "fp32", engine)
@@ -241,7 +245,9 @@ def test_activation_checks_gpu_and_sidecar_before_loading(tmp_path):
         return
     sm = cuda_buffers.device_info(0).sm
     if sm != 86:
-        with pytest.raises(EngineError, match=rf"built for sm86 but this GPU is sm{sm}; rebuild it: python -m export"):
+        with pytest.raises(
+            EngineError, match=rf"built for sm86 but this GPU is sm{sm}; rebuild it: edge-mm-engine build"
+        ):
             backend.activate()
         return
     with backend:
@@ -262,7 +268,7 @@ def test_rtx_engine_runs_like_onnxruntime_on_this_gpu(tmp_path):
     sm = cuda_buffers.device_info(0).sm
     if sm not in RTX_TARGETS:
         pytest.skip(f"TensorRT-RTX {rtx.__version__} does not support sm{sm}")
-    from export.engine import build_engine
+    from runtime.backends.trt.builder import build_engine
 
     onnx_path = write_toy_onnx(tmp_path / "model.onnx")
     build_engine(onnx_path, "fp32", tmp_path, "tensorrt_rtx", sm, progress=False)
@@ -276,7 +282,7 @@ def test_tensorrt_engine_runs_like_onnxruntime(tmp_path, precision):
     pytest.importorskip("tensorrt", reason="tensorrt not installed")
     if cuda_buffers.device_count() == 0:
         pytest.skip("no CUDA device")
-    from export.engine import build_or_reuse
+    from runtime.backends.trt.builder import build_or_reuse
 
     onnx_path = write_toy_onnx(tmp_path / "model.onnx")
     if precision == "fp16":

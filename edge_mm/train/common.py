@@ -42,13 +42,9 @@ def write_json(path: Union[str, Path], data: Any) -> Path:
 
 
 def file_sha256(path: Union[str, Path]) -> str:
-    import hashlib
+    from edge_mm.hashing import sha256_file
 
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def set_threads(threads: Optional[int]) -> None:

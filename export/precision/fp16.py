@@ -27,6 +27,7 @@ from typing import Dict, Iterable, List, Set
 
 import onnx
 
+from edge_mm.artifact import copy_metadata
 from edge_mm.errors import ExportError
 from export.precision import graph as g
 
@@ -224,7 +225,7 @@ def to_fp16(
     # The converter's value_info can disagree with the rewired graph; let shape inference redo it.
     del converted.graph.value_info[:]
     converted = onnx.shape_inference.infer_shapes(converted)
-    g.copy_metadata(model_fp32, converted)
+    copy_metadata(model_fp32, converted)
 
     if g.io_elem_types(converted) != io_types:
         raise ExportError(

@@ -198,13 +198,6 @@ def strip_unused_opsets(model: onnx.ModelProto) -> None:
     model.opset_import.extend(kept)
 
 
-def copy_metadata(source: onnx.ModelProto, target: onnx.ModelProto) -> None:
-    """Make `target` carry exactly the metadata_props of `source` (the edge_mm spec among them)."""
-    del target.metadata_props[:]
-    for prop in source.metadata_props:
-        target.metadata_props.add(key=prop.key, value=prop.value)
-
-
 def io_elem_types(model: onnx.ModelProto) -> Dict[str, int]:
     """Element type of each graph input and output."""
     return {vi.name: vi.type.tensor_type.elem_type for vi in list(model.graph.input) + list(model.graph.output)}

@@ -33,6 +33,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edge_mm.artifact import copy_metadata
 from edge_mm.errors import CalibrationError, ExportError
 from export.precision import graph as g
 from export.precision.calibration import FeedsCalibrationReader
@@ -241,7 +242,7 @@ def to_int8_qdq(
             ) from None
         quantized = onnx.load(str(output))
 
-    g.copy_metadata(model_fp32, quantized)
+    copy_metadata(model_fp32, quantized)
     g.strip_unused_opsets(quantized)
     summary = qdq_summary(quantized)
     if summary["int32_dequantize"]:

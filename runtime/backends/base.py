@@ -1,13 +1,16 @@
 """The interface every inference backend implements (torch-free).
 
 Modelled on Polygraphy's runners: public `activate / infer / deactivate`, subclasses override the
-`*_impl` methods, inputs are checked once here, and a backend is a context manager.
+`*_impl` methods, inputs are checked once here, batched inference over many samples is here, and a
+backend is a context manager. Each backend also has two class methods that selection uses
+(runtime/backends/select.py): `probe(artifact) -> reasons it cannot run here` ([] when it can) and
+`from_artifact(artifact, precision, **options)`.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -64,6 +67,32 @@ class Backend:
         outputs = self.infer_impl(checked)
         self.last_infer_seconds = time.perf_counter() - start
         return outputs
+
+    def infer_batched(self, feeds: Mapping[str, np.ndarray], batch: int) -> Dict[str, np.ndarray]:
+        """`infer` over axis 0 of `feeds` in slices of at most `batch` samples, outputs concatenated."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise InputError(f"batch must be a positive integer, got {batch!r}")
+        counts = {len(np.asarray(v)) for v in feeds.values()}
+        if len(counts) != 1:
+            raise InputError(f"inputs disagree on the number of samples (axis 0): {sorted(counts)}")
+        count = counts.pop()
+        parts = [
+            self.infer({name: np.asarray(value)[start : start + batch] for name, value in feeds.items()})
+            for start in range(0, count, batch)
+        ]
+        if not parts:
+            raise InputError("no samples to run (axis 0 is empty)")
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    @classmethod
+    def probe(cls, artifact: Any) -> List[str]:
+        """Why this backend cannot run `artifact` on this machine; [] when it can."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_artifact(cls, artifact: Any, precision: str, **options: Any) -> "Backend":
+        """An (inactive) backend for the artifact's `precision` variant."""
+        raise NotImplementedError
 
     def check_inputs(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         expected = {t.name: t for t in self.input_specs}

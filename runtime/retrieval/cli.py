@@ -57,7 +57,7 @@ def _artifact_for(index_path: Path, given: Optional[str]) -> Path:
 
 def _clip_identity(artifact: Path):
     """(paths, ModelInfo) from the specs alone: checks the index before any model is loaded."""
-    from runtime.artifact import Artifact
+    from edge_mm.artifact import Artifact
     from runtime.retrieval.embed import clip_model_info, locate_clip_artifact
 
     paths = locate_clip_artifact(artifact)
@@ -211,7 +211,7 @@ def _update_graph(store: Any, progress: bool) -> None:
 
 
 def _dim_of(paths) -> int:
-    from runtime.artifact import Artifact
+    from edge_mm.artifact import Artifact
     from runtime.retrieval.embed import _embed_dim
 
     return _embed_dim(Artifact(paths.image).spec)

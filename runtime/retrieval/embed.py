@@ -25,12 +25,12 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
+from edge_mm.artifact import VARIANT_FILES, Artifact, export_command, read_onnx_spec
 from edge_mm.clip.preprocess import ClipPreprocess, preprocess_batch
 from edge_mm.clip.tokenizer import tokenize
 from edge_mm.clip.zero_shot import DEFAULT_TEMPLATES, ZeroShotClassifier, build_classifier
 from edge_mm.errors import ArtifactError, InputError, UsageError
 from edge_mm.spec import ModelSpec
-from runtime.artifact import VARIANT_FILES, Artifact, read_onnx_spec
 from runtime.retrieval.store import ModelInfo
 
 log = logging.getLogger("edge_mm.runtime.embed")
@@ -60,9 +60,7 @@ def locate_clip_artifact(path: Union[str, Path]) -> ClipArtifactPaths:
     """Accept the artifact folder (with image/ and text/) or either graph folder inside it."""
     root = Path(path)
     if not root.is_dir():
-        raise ArtifactError(
-            f"no CLIP artifact at {root}; build one with `python -m export.build_engine --model clip-demo --out {root}`"
-        )
+        raise ArtifactError(f"no CLIP artifact at {root}; build one with `{export_command(root, 'clip-demo')}`")
     if (root / IMAGE_GRAPH).is_dir():
         image = root / IMAGE_GRAPH
         text: Optional[Path] = root / TEXT_GRAPH if (root / TEXT_GRAPH).is_dir() else None
@@ -71,7 +69,7 @@ def locate_clip_artifact(path: Union[str, Path]) -> ClipArtifactPaths:
         if kind is None:
             raise ArtifactError(
                 f"{root} holds neither image/ and text/ graphs nor a model.onnx; point --model at a CLIP artifact "
-                f"folder made by `python -m export.build_engine --model clip-demo --out DIR`"
+                f"folder, e.g. one made by `{export_command(root.parent / 'clip-demo', 'clip-demo')}`"
             )
         if kind not in ("clip-image", "clip-text"):
             raise UsageError(

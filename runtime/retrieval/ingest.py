@@ -127,11 +127,9 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_HASH_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from edge_mm.hashing import sha256_file
+
+    return sha256_file(path, _HASH_CHUNK)
 
 
 def frame_hash(file_hash: str, frame_time_s: float, view: str) -> str:
@@ -183,7 +181,7 @@ class SalientCropper:
         threshold: float = 0.5,
         pad: float = DEFAULT_PAD,
     ) -> "SalientCropper":
-        from runtime.artifact import Artifact
+        from edge_mm.artifact import Artifact
         from runtime.backends.select import select_backend
         from runtime.saliency import SaliencyModel
 

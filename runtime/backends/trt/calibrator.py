@@ -113,7 +113,7 @@ def make_entropy_calibrator(trt: Any, batches: CalibrationBatches, cache_path: O
             f"TensorRT {getattr(trt, '__version__', '?')} has no INT8 calibrator (removed in TensorRT 11, "
             "absent in TensorRT-RTX); build from model.int8.onnx (Q/DQ) without calibration data"
         )
-    from runtime.backends import cuda_buffers  # the project's one cuda-python layer (torch-free)
+    from runtime.backends.trt import cuda as cuda_buffers  # the project's one cuda-python layer (torch-free)
 
     class EntropyCalibrator(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:

@@ -1,12 +1,12 @@
-"""Engine file names, the `.engine.json` sidecar, and the key that decides whether to rebuild.
+"""The engine sidecar (`<engine>.json`): its schema, the rebuild key, reading and writing.
 
 An engine only runs on the TensorRT version and GPU it was built for, so its name and sidecar say
-both: `model.fp16.trt10.3.0.sm87.engine` (+ `.engine.json`). The sidecar is written after the
-engine; a build is reused only when the sidecar's key (ONNX sha256, flavour + version, precision,
-targets, profile, options) equals the new one and the engine's own sha256 still matches.
+both. The sidecar is written after the engine; a build is reused only when the sidecar's key (ONNX
+sha256, flavour + version, precision, targets, profile, options) equals the new one and the
+engine's own sha256 still matches. Readers (the runtime's TensorRT backend, `edge-mm-engine list`,
+export --verify) read the fields of ENGINE_SIDECAR_FIELDS through `read_engine_sidecar`.
 
-The runtime (runtime/backends/tensorrt.py) reads the fields documented in SIDECAR_FIELDS; keep
-both sides in step (tests/test_engine_sidecar.py round-trips them).
+(Not to be confused with the retrieval index's FAISS sidecar in runtime/retrieval/faiss_index.py.)
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from edge_mm.artifact.layout import sidecar_path
 from edge_mm.atomic import write_json
 from edge_mm.errors import EngineError
-from edge_mm.spec import sha256_file
+from edge_mm.hashing import sha256_file
 
-SIDECAR_FORMAT = 1
-SIDECAR_FIELDS = {
-    "format": "sidecar format, 1",
+ENGINE_SIDECAR_FORMAT = 1
+ENGINE_SIDECAR_FIELDS = {
+    "format": f"engine sidecar format, {ENGINE_SIDECAR_FORMAT}",
     "engine": "engine file name (beside the sidecar)",
     "engine_sha256": "sha256 of the engine file",
     "tensorrt": "{flavour: tensorrt|tensorrt_rtx, version: '10.3.0.30', tool: python|trtexec}",
@@ -41,24 +42,6 @@ SIDECAR_FIELDS = {
     "built_at": "UTC time of the build",
     "build_seconds": "how long the build took",
 }
-
-
-def sm_tag(targets: Sequence[int]) -> str:
-    """[86] -> 'sm86'; [86, 89, 120] -> 'sm86-89-120'."""
-    return "sm" + "-".join(str(t) for t in sorted(targets))
-
-
-def engine_filename(
-    onnx_path: Path, precision: str, flavour_tag: str, targets: Sequence[int], dla_core: Optional[int] = None
-) -> str:
-    """model.<precision>.<flavour><version>.sm<CC>[.dla<N>].engine; 'model' is the ONNX name up to its first dot."""
-    stem = Path(onnx_path).name.split(".")[0]
-    dla = f".dla{dla_core}" if dla_core is not None else ""
-    return f"{stem}.{precision}.{flavour_tag}.{sm_tag(targets)}{dla}.engine"
-
-
-def sidecar_path(engine_path: Path) -> Path:
-    return Path(str(engine_path) + ".json")
 
 
 def key_digest(key: Mapping[str, Any]) -> str:
@@ -89,14 +72,19 @@ def make_key(
     }
 
 
-def read_sidecar(path: Path) -> Dict[str, Any]:
+def read_engine_sidecar(engine_path: Path) -> Dict[str, Any]:
+    """The sidecar of `engine_path` (or the sidecar file itself), or an EngineError saying what is wrong."""
+    engine_path = Path(engine_path)
+    path = engine_path if engine_path.name.endswith(".engine.json") else sidecar_path(engine_path)
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise EngineError(f"engine sidecar {path} is missing; rebuild the engine") from None
-    except (OSError, json.JSONDecodeError) as exc:
+        raise EngineError(
+            f"engine {path.name[: -len('.json')]} has no sidecar {path.name}; rebuild the engine"
+        ) from None
+    except (OSError, ValueError) as exc:
         raise EngineError(f"engine sidecar {path} is unreadable ({exc}); rebuild the engine") from None
-    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+    if not isinstance(data, dict) or data.get("format") != ENGINE_SIDECAR_FORMAT or "tensorrt" not in data:
         raise EngineError(f"engine sidecar {path} has an unknown format; rebuild the engine")
     return data
 
@@ -104,13 +92,12 @@ def read_sidecar(path: Path) -> Dict[str, Any]:
 def rebuild_reason(engine_path: Path, key: Mapping[str, Any]) -> Optional[str]:
     """None if `engine_path` was built from exactly `key` and is intact; otherwise why to rebuild."""
     engine_path = Path(engine_path)
-    side = sidecar_path(engine_path)
     if not engine_path.exists():
         return "no engine yet"
-    if not side.exists():
+    if not sidecar_path(engine_path).exists():
         return "the engine has no sidecar"
     try:
-        old = read_sidecar(side)
+        old = read_engine_sidecar(engine_path)
     except EngineError:
         return "the sidecar is unreadable"
     if old.get("build_key") != key_digest(key):
@@ -122,7 +109,7 @@ def rebuild_reason(engine_path: Path, key: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-def write_sidecar(
+def write_engine_sidecar(
     engine_path: Path,
     *,
     key: Mapping[str, Any],
@@ -135,8 +122,9 @@ def write_sidecar(
     spec: Optional[Mapping[str, Any]],
     build_seconds: float,
 ) -> Dict[str, Any]:
+    """Write `<engine>.json` atomically (after the engine itself) and return what was written."""
     data = {
-        "format": SIDECAR_FORMAT,
+        "format": ENGINE_SIDECAR_FORMAT,
         "engine": Path(engine_path).name,
         "engine_sha256": sha256_file(engine_path),
         "tensorrt": {"flavour": key["flavour"], "version": key["version"], "tool": tool},

@@ -13,8 +13,8 @@ import dataclasses
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from edge_mm.artifact import export_command
 from edge_mm.errors import EngineError
-from edge_mm.spec import METADATA_KEY, ModelSpec
 
 Shape = Tuple[int, ...]
 AxisRange = Sequence[int]  # [min, opt, max]
@@ -44,16 +44,11 @@ def read_onnx(path: Path):
     try:
         return onnx.load(str(path), load_external_data=False)
     except FileNotFoundError:
-        raise EngineError(f"ONNX file {path} does not exist; run the export first (python -m export ...)") from None
+        raise EngineError(
+            f"ONNX file {path} does not exist; export it with `{export_command(Path(path).parent)}`"
+        ) from None
     except Exception as exc:  # onnx raises DecodeError and friends for corrupt files
         raise EngineError(f"{path} is not a readable ONNX file ({exc}); re-export it") from None
-
-
-def spec_from_onnx(model) -> Optional[ModelSpec]:
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            return ModelSpec.from_json(prop.value)
-    return None
 
 
 def onnx_inputs(model) -> List[OnnxInput]:
@@ -113,3 +108,12 @@ def resolve_profile(
             lo.append(a), opt.append(b), hi.append(c)
         shapes[tensor.name] = ProfileShapes(tuple(lo), tuple(opt), tuple(hi))
     return shapes
+
+
+def narrow_ranges(ranges: Mapping[str, AxisRange]) -> Dict[str, List[int]]:
+    """Each axis capped at its opt value (the native size and the batch the runtime uses): [min, opt, opt]."""
+    narrowed = {}
+    for axis, values in ranges.items():
+        lo, opt, _ = check_axis_range(axis, values)
+        narrowed[axis] = [lo, opt, opt]
+    return narrowed

@@ -13,9 +13,9 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
+from edge_mm.artifact import Artifact, export_command, precision_of, read_onnx_spec
 from edge_mm.errors import ArtifactError, BackendError
 from edge_mm.spec import METADATA_KEY, ModelSpec
-from runtime.artifact import build_command, precision_of, read_onnx_spec
 from runtime.backends.base import Backend
 
 log = logging.getLogger("edge_mm.runtime.onnxruntime")
@@ -89,6 +89,27 @@ class OnnxRuntimeBackend(Backend):
         self.provider: Optional[str] = None
         self._session = None
         self._output_names: List[str] = []
+
+    @classmethod
+    def probe(cls, artifact: Union[Artifact, str, Path], providers: str = "cpu") -> List[str]:
+        """Why ONNX Runtime with `providers` cannot run this artifact here; [] when it can."""
+        artifact = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
+        reasons = []
+        if not is_available():
+            return ["onnxruntime is not installed (pip install onnxruntime)"]
+        if providers == "cuda" and CUDA not in available_providers():
+            reasons.append("this onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)")
+        if not artifact.variants():
+            reasons.append(f"the artifact has no ONNX file ({export_command(artifact.path, artifact.model_name)})")
+        return reasons
+
+    @classmethod
+    def from_artifact(
+        cls, artifact: Union[Artifact, str, Path], precision: str, **options: object
+    ) -> "OnnxRuntimeBackend":
+        """The artifact's `precision` ONNX file on ONNX Runtime; options: providers, threads, optimization."""
+        artifact = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
+        return cls(artifact.onnx_path(precision), **options)  # type: ignore[arg-type]
 
     def _wanted_providers(self) -> List[str]:
         have = available_providers()
@@ -174,5 +195,5 @@ class OnnxRuntimeBackend(Backend):
         self.provider = None
 
     def _rebuild(self) -> str:
-        name = self.spec.name if getattr(self, "spec", None) is not None else "<model>"
-        return build_command(self.onnx_path.parent, name)
+        name = self.spec.name if getattr(self, "spec", None) is not None else None
+        return export_command(self.onnx_path.parent, name)

@@ -1,20 +1,9 @@
-"""TensorRT's logger and build progress, shown the edge-mm way (log lines and tqdm bars).
-
-Both subclass interfaces of whichever TensorRT module builds (tensorrt or tensorrt_rtx), so they
-are made per module by factory functions. The logger is the runtime's (one implementation for
-building and running).
-"""
+"""Engine-build progress as tqdm bars: a trt.IProgressMonitor of whichever TensorRT module builds."""
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any, Dict
-
-from runtime.backends.tensorrt import make_logger, one_line
-
-log = logging.getLogger("edge_mm.engine")
-__all__ = ["log", "make_logger", "make_progress_monitor", "one_line"]
 
 
 def make_progress_monitor(trt: Any, enabled: bool = True) -> Any:

@@ -1,5 +1,10 @@
 """Build a TensorRT engine from an ONNX file, or reuse the one already built from the same inputs.
 
+This is the runtime's builder (the engine is built where it runs): `edge-mm-engine build`,
+`edge-mm-run`'s first-run build and `python -m export.build_engine` all call it. It never imports
+torch; it reads ONNX graphs with the `onnx` package (imported lazily, torch-free) to check that the
+file matches the precision, and the artifact contract (edge_mm.artifact) names files and writes sidecars.
+
 One builder for every flavour (see flavours.py); features are picked by what the installed version
 has, never copied per flavour:
 
@@ -22,18 +27,29 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edge_mm.artifact import PRECISIONS, VARIANT_FILES, engine_filename, sidecar_path, spec_of_model, variant_path
+from edge_mm.artifact import sidecar as sidecar_mod
+from edge_mm.artifact.layout import calibration_cache_name, timing_cache_name
 from edge_mm.atomic import atomic_path
 from edge_mm.errors import EngineError
-from edge_mm.spec import sha256_file
-from export.engine import sidecar as sidecar_mod
-from export.engine.calibrator import CalibrationBatches, make_entropy_calibrator
-from export.engine.flavours import Flavour, find_flavour
-from export.engine.profile import OnnxInput, ProfileShapes, onnx_inputs, read_onnx, resolve_profile, spec_from_onnx
-from export.engine.reporting import log, make_logger, make_progress_monitor, one_line
-from export.engine.trtexec import run_trtexec, trtexec_command
+from edge_mm.hashing import sha256_file
+from runtime.backends.trt import cuda
+from runtime.backends.trt.calibrator import CalibrationBatches, make_entropy_calibrator
+from runtime.backends.trt.flavours import Flavour, find_flavour
+from runtime.backends.trt.logger import log, make_logger, one_line
+from runtime.backends.trt.profile import (
+    OnnxInput,
+    ProfileShapes,
+    narrow_ranges,
+    onnx_inputs,
+    read_onnx,
+    resolve_profile,
+)
+from runtime.backends.trt.progress import make_progress_monitor
+from runtime.backends.trt.trtexec import run_trtexec, trtexec_command
 
-PRECISIONS = ("fp32", "fp16", "int8")
-ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+# Builder failures that a smaller profile can fix: memory, or no tactic fitting the workspace.
+OUT_OF_MEMORY = ("outofmemory", "out of memory", "within workspace limit")
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 FLOAT16 = 10  # onnx.TensorProto.FLOAT16
 
@@ -50,7 +66,7 @@ class BuildOutcome:
 def artifact_onnx(artifact_dir: Union[str, Path], precision: str, calibrate: bool = False) -> Path:
     """The ONNX file that TensorRT compiles for `precision` (model.onnx when calibrating on TensorRT 10)."""
     check_precision(precision)
-    return Path(artifact_dir) / (ONNX_FILES["fp32"] if calibrate else ONNX_FILES[precision])
+    return variant_path(artifact_dir, "fp32" if calibrate else precision)
 
 
 def check_precision(precision: str) -> None:
@@ -112,7 +128,7 @@ def check_onnx_matches_precision(
     if has_qdq:
         raise EngineError(
             f"{name} is quantized (Q/DQ nodes); build it with precision int8, "
-            f"or build {precision} from {ONNX_FILES[precision]}"
+            f"or build {precision} from {VARIANT_FILES[precision]}"
         )
     if strongly_typed and precision == "fp16" and not has_fp16:
         raise EngineError(
@@ -172,12 +188,10 @@ def resolve_targets(
     flavour: Flavour, target_sm: Any, dla_core: Optional[int]
 ) -> Tuple[List[int], Optional[Dict[str, Any]]]:
     """(compute capabilities the engine is for, build GPU description or None)."""
-    from runtime.backends import cuda_buffers  # the project's one cuda-python layer (torch-free)
-
     requested = normalize_targets(target_sm)
     gpu = None
-    if cuda_buffers.device_count() > 0:
-        info = cuda_buffers.device_info(0)
+    if cuda.device_count() > 0:
+        info = cuda.device_info(0)
         gpu = {"name": info.name, "compute_capability": info.compute_capability}
     if flavour.targets_compute_capabilities:
         if dla_core is not None:
@@ -428,9 +442,10 @@ def build_or_reuse(
     say = print if progress else log.info
 
     model = read_onnx(onnx_path)
-    spec = spec_from_onnx(model)
+    spec = spec_of_model(model)
     inputs: List[OnnxInput] = onnx_inputs(model)
-    shapes = resolve_profile(inputs, spec.profile if spec else None, profile)
+    ranges: Dict[str, Sequence[int]] = {**((spec.profile if spec else None) or {}), **(profile or {})}
+    shapes = resolve_profile(inputs, ranges)
     calibrating = calibration_data is not None
     if calibrating and (precision != "int8" or not flav.has_legacy_calibrator):
         raise EngineError(
@@ -443,7 +458,7 @@ def build_or_reuse(
     del model  # only metadata was needed; the builder reads the file itself
 
     targets, gpu = resolve_targets(flav, target_sm, dla_core)
-    engine_path = out_dir / sidecar_mod.engine_filename(onnx_path, precision, flav.tag, targets, dla_core)
+    engine_path = out_dir / engine_filename(onnx_path, precision, flav.tag, targets, dla_core)
     build_options = {
         "workspace_mib": int(workspace_mib),
         "optimization_level": optimization_level,
@@ -464,19 +479,21 @@ def build_or_reuse(
     reason = "forced" if force else sidecar_mod.rebuild_reason(engine_path, key)
     if reason is None:
         say(f"reusing {engine_path.name}: ONNX, TensorRT version, precision, targets, profile and options unchanged")
-        data = sidecar_mod.read_sidecar(sidecar_mod.sidecar_path(engine_path))
+        data = sidecar_mod.read_engine_sidecar(sidecar_path(engine_path))
         return BuildOutcome(engine_path, data, True, "unchanged", time.perf_counter() - start)
 
     say(f"building {engine_path.name} with {flav.name} {flav.version_string} ({flav.tool}; {reason})")
-    stem = onnx_path.name.split(".")[0]
-    sm = sidecar_mod.sm_tag(targets)
     timing_cache = None
     if flav.has_timing_cache:
-        timing_cache = Path(timing_cache_dir or out_dir) / f"timing.{flav.tag}.{sm}.cache"
+        timing_cache = Path(timing_cache_dir or out_dir) / timing_cache_name(flav.tag, targets)
         timing_cache.parent.mkdir(parents=True, exist_ok=True)
     calib_cache = None
     if calibrating:
-        calib_cache = Path(calibration_cache) if calibration_cache else out_dir / f"calib.{stem}.{flav.tag}.{sm}.cache"
+        calib_cache = (
+            Path(calibration_cache)
+            if calibration_cache
+            else out_dir / calibration_cache_name(onnx_path, flav.tag, targets)
+        )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     build_start = time.perf_counter()
@@ -503,12 +520,7 @@ def build_or_reuse(
             if calibrating:
                 dtypes = {t.name: _onnx_np_dtype(t.elem_type) for t in inputs}
                 batches = CalibrationBatches(calibration_data, dtypes)  # type: ignore[arg-type]
-            plan, input_io, output_io = build_with_bindings(
-                flav,
-                onnx_path,
-                precision,
-                shapes,
-                targets,
+            settings = dict(
                 workspace_mib=workspace_mib,
                 optimization_level=optimization_level,
                 dla_core=dla_core,
@@ -518,12 +530,28 @@ def build_or_reuse(
                 calibration_cache=calib_cache,
                 progress=progress,
             )
+            try:
+                plan, input_io, output_io = build_with_bindings(flav, onnx_path, precision, shapes, targets, **settings)
+            except EngineError as exc:
+                narrowed = narrow_ranges(ranges)
+                if not is_out_of_memory(exc) or narrowed == ranges or calibrating:
+                    raise
+                # A profile up to the native size and batch needs far less builder memory.
+                say(
+                    f"out of memory with profile {describe_ranges(ranges)}; retrying once with "
+                    f"{describe_ranges(narrowed)}"
+                )
+                shapes = resolve_profile(inputs, narrowed)
+                plan, input_io, output_io = build_with_bindings(flav, onnx_path, precision, shapes, targets, **settings)
+                build_options["narrowed_profile_after_out_of_memory"] = {a: list(v) for a, v in narrowed.items()}
+                if spec is not None:
+                    spec = dataclasses.replace(spec, profile={a: list(v) for a, v in narrowed.items()})
             with open(tmp, "wb") as fh:
                 fh.write(plan)
     seconds = time.perf_counter() - build_start
     if flav.is_rtx:
         build_options["runtime_cache"] = engine_path.name + ".runtime-cache"
-    data = sidecar_mod.write_sidecar(
+    data = sidecar_mod.write_engine_sidecar(
         engine_path,
         key=key,
         tool=flav.tool,
@@ -537,6 +565,16 @@ def build_or_reuse(
     )
     say(f"wrote {engine_path} ({engine_path.stat().st_size / 2**20:.1f} MiB) in {seconds:.1f} s")
     return BuildOutcome(engine_path, data, False, reason, time.perf_counter() - start)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in OUT_OF_MEMORY)
+
+
+def describe_ranges(ranges: Mapping[str, Sequence[int]]) -> str:
+    """{'batch': [1, 1, 8], 'height': [128, 256, 512]} -> 'batch 1..8 (opt 1), height 128..512 (opt 256)'."""
+    return ", ".join(f"{axis} {v[0]}..{v[2]} (opt {v[1]})" for axis, v in sorted(ranges.items()))
 
 
 def _onnx_np_dtype(elem_type: int) -> np.dtype:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from edge_mm.errors import EngineError
-from export.engine.profile import ProfileShapes
+from runtime.backends.trt.profile import ProfileShapes
 
 LOG_TAIL_LINES = 15
 
