@@ -14,14 +14,10 @@ from export.build_engine import main
 
 rtx = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX bindings are not installed")
 PRECISIONS = ("fp32", "fp16", "int8")
-# Small profiles keep the AOT builder's memory within a 24 GB CI machine.
+# The default profile (native size, the runtime's batch) and workspace: what a user gets.
 COMMON = [
     "--target-sm",
     "86",
-    "--workspace-mb",
-    "512",
-    "--max-batch",
-    "2",
     "--threads",
     "2",
     "--calib-count",
@@ -44,13 +40,15 @@ def engines_of(folder: Path) -> dict:
 
 def test_demo_cdinet_s_every_precision(tmp_path):
     out = tmp_path / "cdinet-s"
-    assert main(["--model", "cdinet-s", "--out", str(out), "--max-side", "256", *COMMON]) == 0
+    assert main(["--model", "cdinet-s", "--out", str(out), *COMMON]) == 0
     engines = engines_of(out)
     assert sorted(engines) == sorted(PRECISIONS)
     for precision, data in engines.items():
         onnx_name = "model.onnx" if precision == "fp32" else f"model.{precision}.onnx"
         assert data["onnx"]["file"] == onnx_name
         assert {t["name"] for t in data["inputs"]} == {"rgb", "depth"}
+        for tensor in data["inputs"]:  # the default profile: one frame at a time, up to the native size
+            assert tensor["profile"]["max"][0] == 1 and tensor["profile"]["max"][2:] == tensor["profile"]["opt"][2:]
 
 
 @pytest.mark.slow  # ~80 s on 2 cores: a full ViT-B/32 export and nine TensorRT-RTX builds

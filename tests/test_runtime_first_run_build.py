@@ -88,3 +88,11 @@ def test_without_a_target_on_a_gpu_less_machine_nothing_is_built(artifact):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "no fp32 engine built on first run" in done.stdout and "--target-sm" in done.stdout
     assert not list(artifact.glob("*.engine"))
+
+
+def test_a_failed_first_run_build_is_a_warning_and_the_run_goes_on(artifact):
+    done = edge_mm_run(artifact, "--target-sm", "90")  # TensorRT-RTX has no sm90 (H100/H200) target
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "could not build a fp32 TensorRT engine on first run: TensorRT-RTX" in done.stderr
+    assert "cannot target sm90" in done.stderr and "backend ort-cpu: used" in done.stdout
+    assert not list(artifact.glob("*.engine*")), "nothing half written"

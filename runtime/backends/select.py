@@ -121,16 +121,29 @@ def cpu_auto_precision(artifact: Artifact) -> Tuple[str, str]:
 
 
 def _first_run_build(
-    artifact: Artifact, precisions: Sequence[str], build: FirstRunBuild, say: Callable[[str], None]
+    artifact: Artifact,
+    precisions: Sequence[str],
+    build: FirstRunBuild,
+    say: Callable[[str], None],
+    warn: Callable[[str], None],
+    forced: bool,
 ) -> None:
-    """Build one engine for this machine (the first of `precisions` with an ONNX file); EngineError if it fails."""
+    """Build one engine for this machine (the first of `precisions` with an ONNX file).
+
+    A failed build is a warning (the run goes on with ONNX Runtime), or the error with --backend tensorrt.
+    """
     from runtime.backends.trt.engines import build_on_first_run
 
     variants = artifact.variants()
     wanted = next((p for p in precisions if p in variants), None)
     if wanted is None:
         return
-    build_on_first_run(artifact.path, wanted, flavour=build.flavour, target_sm=build.target_sm, say=say)
+    try:
+        build_on_first_run(artifact.path, wanted, flavour=build.flavour, target_sm=build.target_sm, say=say)
+    except EngineError as exc:
+        if forced:
+            raise
+        warn(f"could not build a {wanted} TensorRT engine on first run: {exc}")
 
 
 def _try_tensorrt(
@@ -149,7 +162,7 @@ def _try_tensorrt(
     machine = this_machine()
     usable = [p for p in precisions if engine_reasons(artifact, p, machine)[0] is not None]
     if not usable and build is not None:
-        _first_run_build(artifact, precisions, build, say)
+        _first_run_build(artifact, precisions, build, say, warn, forced)
         machine = this_machine()
         usable = [p for p in precisions if engine_reasons(artifact, p, machine)[0] is not None]
     present = sorted({e.precision for e in artifact.engines()})

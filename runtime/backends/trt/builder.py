@@ -433,6 +433,11 @@ def build_or_reuse(
     calibration_data: batches {input: array} for the legacy INT8 calibrator (TensorRT 10.x, int8, fp32 ONNX);
     calibration_cache: its cache file (default calib.<model>.<flavour><ver>.sm<CC>.cache in out_dir).
     force: rebuild even if the sidecar says nothing changed.
+
+    A build that runs out of memory (or finds no tactic within the workspace) is retried once with
+    every profile axis capped at its opt value (the native size, the runtime's batch); both profiles
+    are printed and the sidecar records the one used (`build_options.narrowed_profile_after_out_of_memory`,
+    and the spec's profile). The rebuild key keeps the asked profile, so the next call reuses the engine.
     """
     start = time.perf_counter()
     check_precision(precision)
