@@ -58,6 +58,13 @@ def _convert(key: str, value: Any, action: argparse.Action, where: str) -> Any:
     def bad(expected: str) -> UsageError:
         return UsageError(f"{where}: {key} = {value!r} should be {expected}")
 
+    if isinstance(action, argparse._AppendAction):  # a repeatable flag (--target-sm 86 --target-sm 89): a list
+        items = value if isinstance(value, list) else [value]
+        if action.type is None:  # numbers are fine where the flag takes text (target_sm = [86, 89])
+            items = [str(i) if isinstance(i, (int, float)) and not isinstance(i, bool) else i for i in items]
+        return [
+            _convert(key, item, argparse.Action(action.option_strings, key, type=action.type), where) for item in items
+        ]
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         if not isinstance(value, bool):
             raise bad("true or false")

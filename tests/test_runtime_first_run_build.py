@@ -96,3 +96,17 @@ def test_a_failed_first_run_build_is_a_warning_and_the_run_goes_on(artifact):
     assert "could not build a fp32 TensorRT engine on first run: TensorRT-RTX" in done.stderr
     assert "cannot target sm90" in done.stderr and "backend ort-cpu: used" in done.stdout
     assert not list(artifact.glob("*.engine*")), "nothing half written"
+
+
+def test_first_run_options_in_a_config_file_round_trip(tmp_path, capsys):
+    from runtime.cli import main
+
+    config = tmp_path / "edge-mm.toml"
+    config.write_text('target_sm = [86, "89"]\nno_build = true\n')
+    assert main(["--print-config", "--config", str(config)]) == 0
+    printed = capsys.readouterr().out
+    assert 'target-sm = ["86", "89"]' in printed and "no-build = true" in printed
+    again = tmp_path / "again.toml"
+    again.write_text(printed)  # what --print-config writes reads back as the same settings
+    assert main(["--print-config", "--config", str(again)]) == 0
+    assert capsys.readouterr().out == printed
