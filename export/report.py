@@ -48,13 +48,12 @@ def run_onnx(
 
     from runtime.backends.onnxrt import OnnxRuntimeBackend
 
-    total = len(next(iter(feeds.values())))
-    outputs = []
+    def bar(starts):
+        return tqdm(starts, desc=f"running {Path(path).name}", unit="batch", leave=False)
+
     with OnnxRuntimeBackend(path, providers="cpu", threads=threads or None) as backend:
-        for start in tqdm(range(0, total, batch), desc=f"running {Path(path).name}", unit="batch", leave=False):
-            result = backend.infer({k: v[start : start + batch] for k, v in feeds.items()})
-            outputs.append(result[output] if output else next(iter(result.values())))
-    return np.concatenate(outputs)
+        result = backend.infer_batched(feeds, batch, progress=bar)
+    return result[output] if output else next(iter(result.values()))
 
 
 # ---- CDINet -------------------------------------------------------------------------------------

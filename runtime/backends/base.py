@@ -10,7 +10,7 @@ backend is a context manager. Each backend also has two class methods that selec
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 import numpy as np
 
@@ -68,17 +68,28 @@ class Backend:
         self.last_infer_seconds = time.perf_counter() - start
         return outputs
 
-    def infer_batched(self, feeds: Mapping[str, np.ndarray], batch: int) -> Dict[str, np.ndarray]:
-        """`infer` over axis 0 of `feeds` in slices of at most `batch` samples, outputs concatenated."""
+    def infer_batched(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        batch: int,
+        progress: Optional[Callable[[Iterable[int]], Iterable[int]]] = None,
+    ) -> Dict[str, np.ndarray]:
+        """`infer` over axis 0 of `feeds` in slices of at most `batch` samples, outputs concatenated.
+
+        progress: wraps the batch start indices (e.g. a tqdm bar) to show long runs.
+        """
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise InputError(f"batch must be a positive integer, got {batch!r}")
         counts = {len(np.asarray(v)) for v in feeds.values()}
         if len(counts) != 1:
             raise InputError(f"inputs disagree on the number of samples (axis 0): {sorted(counts)}")
         count = counts.pop()
+        starts: Iterable[int] = range(0, count, batch)
+        if progress is not None:
+            starts = progress(starts)
         parts = [
             self.infer({name: np.asarray(value)[start : start + batch] for name, value in feeds.items()})
-            for start in range(0, count, batch)
+            for start in starts
         ]
         if not parts:
             raise InputError("no samples to run (axis 0 is empty)")
