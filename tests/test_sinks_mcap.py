@@ -156,7 +156,7 @@ def test_the_d435_recording_to_mcap_keeps_its_timestamps(tmp_path, oracle_artifa
 
 
 def _pipeline_run(oracle_artifact, sinks, count=5):
-    from runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.backends.onnxrt import OnnxRuntimeBackend
 
     results = []
     with OnnxRuntimeBackend(oracle_artifact / "model.onnx", providers="cpu", threads=1) as backend:
