@@ -159,6 +159,8 @@ def _try_tensorrt(
     from runtime.backends.trt.loader import engine_reasons, this_machine
 
     rebuild = artifact.engine_command(precisions[0] if len(precisions) == 1 else None)
+    if build is None and not forced and not artifact.engines():
+        return None, ["no TensorRT engine in the artifact"]  # nothing to probe: TensorRT is not even imported
     machine = this_machine()
     usable = [p for p in precisions if engine_reasons(artifact, p, machine)[0] is not None]
     if not usable and build is not None:
