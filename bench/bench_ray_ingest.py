@@ -107,7 +107,7 @@ def run_ray(artifact: Path, images: Path, index: Path, actors: int, batch: int) 
 
 
 def _dim(artifact: Path) -> int:
-    from runtime.artifact import Artifact
+    from edge_mm.artifact import Artifact
     from runtime.retrieval.embed import _embed_dim, locate_clip_artifact
 
     return _embed_dim(Artifact(locate_clip_artifact(artifact).image).spec)

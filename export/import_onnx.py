@@ -44,8 +44,9 @@ from edge_mm.card import (
 )
 from edge_mm.cli_support import run_cli
 from edge_mm.errors import ArtifactError, CardError, UsageError
+from edge_mm.hashing import sha256_file
 from edge_mm.saliency_io import SaliencyIO
-from edge_mm.spec import ModelSpec, sha256_file
+from edge_mm.spec import ModelSpec
 from edge_mm.synthetic import SceneGenerator
 
 # The artifact contract as today's export pipeline owns it (file names, report format, calibration
@@ -247,7 +248,7 @@ def fp16_in_child(source: Path, target: Path) -> Dict[str, Any]:
 
 
 def _ort(path: Path, threads: int):
-    from runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.backends.onnxrt import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(path, providers="cpu", threads=threads or None)
 
@@ -310,7 +311,7 @@ def _evaluation_header(options: ImportOptions, **more: Any) -> Dict[str, Any]:
         "source": "synthetic",
         "seed": options.eval_seed,
         "scenes": options.eval_count,
-        "runtime": "onnxruntime cpu (runtime.backends.onnxruntime)",
+        "runtime": "onnxruntime cpu (runtime.backends.onnxrt)",
         **more,
     }
 
@@ -489,7 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--eval-seed", type=int, default=reporting.EVAL_SEED)
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads (default: its own)")
-    engine = parser.add_argument_group("engines (export.engine, as export.build_engine)")
+    engine = parser.add_argument_group(
+        "engines (runtime.backends.trt, as export.build_engine and edge-mm-engine build)"
+    )
     engine.add_argument("--no-engine", action="store_true", help="stop after the ONNX stage")
     engine.add_argument("--flavour", choices=("tensorrt", "tensorrt_rtx", "trtexec"))
     engine.add_argument("--target-sm", action="append", help="TensorRT-RTX ahead-of-time target, e.g. 86 (repeatable)")

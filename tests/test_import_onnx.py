@@ -93,7 +93,7 @@ def synthetic_frames(count: int = 3):
 
 
 def runtime_model(artifact: Path, precision: str = "fp32"):
-    from runtime.artifact import Artifact
+    from edge_mm.artifact import Artifact
     from runtime.backends.select import select_backend
     from runtime.saliency import SaliencyModel
 
@@ -104,7 +104,7 @@ def runtime_model(artifact: Path, precision: str = "fp32"):
 
 
 def test_artifact_has_every_file_and_the_spec(imported):
-    from runtime.artifact import Artifact
+    from edge_mm.artifact import Artifact
 
     _, out = imported
     artifact = Artifact(out)
@@ -119,7 +119,7 @@ def test_artifact_has_every_file_and_the_spec(imported):
     assert spec.profile == {"batch": [1, 1, 8], "height": [48, 48, 96], "width": [64, 64, 128]}
     assert spec.postprocess["output"] == "probability" and spec.postprocess["output_name"] == "prob"
     for precision in ("fp16", "int8"):  # the spec is in every file's metadata
-        from runtime.artifact import read_onnx_spec
+        from edge_mm.artifact import read_onnx_spec
 
         assert read_onnx_spec(artifact.onnx_path(precision)).digest() == spec.digest()
     report = artifact.report()
@@ -425,7 +425,7 @@ def test_calibration_set_from_the_recording_matches_the_import(imported, d435_ba
     """python -m calib.build --model DIR works on an import, and the set fits its spec (so --calib accepts it)."""
     from calib.build import main
     from calib.store import read_set
-    from runtime.artifact import Artifact
+    from edge_mm.artifact import Artifact
 
     _, out = imported
     path = tmp_path / "d435.calib"

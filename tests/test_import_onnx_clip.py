@@ -130,7 +130,7 @@ def photos(tmp_path_factory):
 
 
 def test_the_import_is_a_clip_artifact(artifacts):
-    from runtime.artifact import Artifact
+    from edge_mm.artifact import Artifact
 
     _, imported, _ = artifacts
     assert sorted(p.name for p in imported.iterdir()) == ["image", "report.json", "text"]

@@ -87,7 +87,7 @@ def reference_probability(onnx_path, bgr: np.ndarray) -> np.ndarray:
 
 
 def _model(artifact, precision="fp32"):
-    from runtime.artifact import Artifact
+    from edge_mm.artifact import Artifact
     from runtime.backends.select import select_backend
     from runtime.saliency import SaliencyModel
 
@@ -95,7 +95,7 @@ def _model(artifact, precision="fp32"):
 
 
 def test_spec_is_rgb_only_with_logits(imported):
-    from runtime.artifact import Artifact
+    from edge_mm.artifact import Artifact
 
     _, out = imported
     artifact = Artifact(out)

@@ -148,7 +148,7 @@ class _NeedsSaliency(Stage):
 
 
 def test_a_stage_before_the_one_it_reads_is_refused_at_assembly(oracle_artifact):
-    from runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.backends.onnxrt import OnnxRuntimeBackend
     from runtime.pipeline import Pipeline
     from runtime.saliency import SaliencyModel
     from runtime.stages.saliency import SaliencyStage
@@ -163,7 +163,7 @@ def test_a_stage_before_the_one_it_reads_is_refused_at_assembly(oracle_artifact)
 
 
 def test_snapshots_and_recording_go_through_the_pipeline_interface(oracle_artifact, tmp_path):
-    from runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.backends.onnxrt import OnnxRuntimeBackend
     from runtime.pipeline import Pipeline
     from runtime.saliency import SaliencyModel
     from runtime.sinks.video import VideoSink

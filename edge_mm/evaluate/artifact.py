@@ -76,7 +76,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, model_dir: Optional[str] = None) -> int:
-    from runtime.artifact import Artifact
+    from edge_mm.artifact import Artifact
     from runtime.backends.select import select_backend
     from runtime.saliency import SaliencyModel
 

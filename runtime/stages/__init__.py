@@ -28,7 +28,7 @@ class AssemblyContext:
 
     say: Callable[[str], None]
     warn: Callable[[str], None]
-    open_artifact: Callable[[Path], Any]  # a folder -> runtime.artifact.Artifact, with edge-mm-run's errors
+    open_artifact: Callable[[Path], Any]  # a folder -> edge_mm.artifact.Artifact, with edge-mm-run's errors
     model_path: Path  # the run's --model artifact folder
     source_name: str = "stream"
     source_live: bool = False
