@@ -2,6 +2,8 @@
 reused, extended or rebuilt, never answering from a stale graph, and removed rows skipped by every
 search path (exact, FAISS IVF and HNSW, graph)."""
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -166,6 +168,7 @@ def test_auto_without_usearch_searches_exactly(tmp_path, monkeypatch, caplog):
         raise BackendError("approximate search needs the usearch package")
 
     monkeypatch.setattr(ann, "import_usearch", missing)
+    caplog.set_level(logging.WARNING)
     assert open_search_index(store, "auto").name == "exact"
     assert "searching exactly" in caplog.text
     with pytest.raises(BackendError):
