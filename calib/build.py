@@ -10,13 +10,14 @@ import argparse
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from calib.sampling import SOURCE_FORMS, sample
-from calib.store import write_set
+from calib.sampling import SOURCE_FORMS, iter_samples
+from calib.store import MANIFEST, stream_set
 from edge_mm import __version__
 from edge_mm.artifact import export_command, read_onnx_spec
-from edge_mm.cli_support import run_cli
+from edge_mm.cli_support import CliParser, install_sigterm_handler, run_cli
 from edge_mm.errors import ArtifactError, UsageError
 from edge_mm.hashing import sha256_file
+from edge_mm.outputs import OutputKind, check_output, zip_holding
 from edge_mm.registry import (
     CLIP_PUBLISHED_RESOLUTION,
     cdinet_spec,
@@ -56,10 +57,22 @@ def resolve_spec(model: str, graph: str) -> ModelSpec:
     return clip_image_spec(name.text, CLIP_PUBLISHED_RESOLUTION[name.variant])
 
 
+# An existing --out is replaced only if it is a calibration set (a zip with a manifest), or with --force.
+CALIBRATION_SET = OutputKind("a calibration set", zip_holding(MANIFEST))
+
+
+def read_set_shapes(path: Path) -> str:
+    """'rgb[3, 256, 256], depth[1, 256, 256]' from the set's manifest (without reading its arrays)."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        arrays = json.loads(zf.read(MANIFEST))["arrays"]
+    return ", ".join(f"{name}{entry['shape']}" for name, entry in arrays.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m calib.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = CliParser(prog="python -m calib.build", description=__doc__)
     parser.add_argument(
         "--model", required=True, help="model name (cdinet-s, clip:ViT-B/32, ...) or artifact folder / model.onnx"
     )
@@ -71,13 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same bytes (default 0)")
     parser.add_argument("--out", required=True, type=Path, help="output file (.calib)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true", help="replace --out even if it is not a calibration set")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    check_output(args.out, "--out", CALIBRATION_SET, force=args.force)
+    if args.count < 1:
+        raise UsageError(f"--count {args.count} must be at least 1")
     spec = resolve_spec(args.model, args.graph)
-    arrays = sample(spec, args.source, args.count, args.seed, progress=not args.quiet)
+    samples = iter_samples(spec, args.source, args.count, args.seed, progress=not args.quiet)
     manifest = {
         "model": spec.name,
         "kind": spec.kind,
@@ -86,15 +103,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "spec_digest": spec.digest(),
         "edge_mm": __version__,
     }
-    path = write_set(args.out, arrays, manifest)
+    path = stream_set(args.out, samples, args.count, manifest)
     digest = sha256_file(path)
-    print(
-        f"wrote {path}: {args.count} samples of {', '.join(f'{k}{list(v.shape[1:])}' for k, v in arrays.items())}, sha256 {digest[:16]}"
-    )
+    shapes = read_set_shapes(path)
+    print(f"wrote {path}: {args.count} samples of {shapes}, sha256 {digest[:16]}")
     return 0
 
 
 def cli(argv: Optional[List[str]] = None) -> int:
+    install_sigterm_handler()  # `kill` stops like Ctrl-C (exit 143): the temporary set is removed
     return run_cli(main, argv)
 
 

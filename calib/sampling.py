@@ -131,8 +131,14 @@ def _captions(kind: str, arg: str, count: int, seed: int) -> List[str]:
 # ---- one entry point ----------------------------------------------------------------------------
 
 
-def sample(spec: ModelSpec, source: str, count: int, seed: int, progress: bool = True) -> Dict[str, np.ndarray]:
-    """Return {input name: (count, ...) array} preprocessed with `spec`."""
+def iter_samples(
+    spec: ModelSpec, source: str, count: int, seed: int, progress: bool = True
+) -> Iterator[Dict[str, np.ndarray]]:
+    """One {input name: array without the batch axis} per sample, preprocessed with `spec`.
+
+    Samples come one at a time so that a set of any --count streams to its file (calib.store.write_set)
+    instead of being held in memory.
+    """
     if count < 1:
         raise UsageError(f"--count {count} must be at least 1")
     kind, arg = parse_source(source)
@@ -144,14 +150,30 @@ def sample(spec: ModelSpec, source: str, count: int, seed: int, progress: bool =
         io = SaliencyIO.from_spec(spec)
         if kind == "folder":  # a dataset folder: the training loader's own reading and preprocessing
             dataset = RgbdFolderDataset(arg, io.pre, with_gt=False)
-            items = [dataset[i] for i in bar(_pick(len(dataset), count, seed), count)]
-            return io.arrange(np.stack([it["rgb"] for it in items]), np.stack([it["depth"] for it in items]))
-        parts = [io.feeds([bgr], [depth]) for bgr, depth in bar(_rgbd_frames(kind, arg, io.size, count, seed), count)]
-        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+            for i in bar(_pick(len(dataset), count, seed), count):
+                item = dataset[i]
+                yield _first_of(io.arrange(item["rgb"][None], item["depth"][None]))
+            return
+        for bgr, depth in bar(_rgbd_frames(kind, arg, io.size, count, seed), count):
+            yield _first_of(io.feeds([bgr], [depth]))
+        return
     if spec.kind == "clip-image":
         pre = ClipPreprocess.from_dict(spec.preprocess)
-        images = [preprocess_image(img, pre) for img in bar(_clip_images(kind, arg, count, seed), count)]
-        return {spec.inputs[0].name: np.stack(images)}
+        for img in bar(_clip_images(kind, arg, count, seed), count):
+            yield {spec.inputs[0].name: preprocess_image(img, pre)}
+        return
     context = int(spec.preprocess.get("context_length", 77))
     ids = tokenize(_captions(kind, arg, count, seed), context_length=context, truncate=True)
-    return {spec.inputs[0].name: ids.astype(spec.inputs[0].dtype, copy=False)}
+    for row in ids.astype(spec.inputs[0].dtype, copy=False):
+        yield {spec.inputs[0].name: row}
+
+
+def _first_of(feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The one sample of a batch-of-one feed dict, without the batch axis."""
+    return {name: array[0] for name, array in feeds.items()}
+
+
+def sample(spec: ModelSpec, source: str, count: int, seed: int, progress: bool = True) -> Dict[str, np.ndarray]:
+    """Return {input name: (count, ...) array} preprocessed with `spec` (small sets; see iter_samples)."""
+    samples = list(iter_samples(spec, source, count, seed, progress))
+    return {name: np.stack([s[name] for s in samples]) for name in samples[0]}

@@ -10,9 +10,12 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, Union
+from typing import Any, Dict, Iterable, Iterator, Union
 
 import numpy as np
 
@@ -59,10 +62,17 @@ def _as_model_dtype(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array.astype(np.float32) if array.dtype == np.float16 else array)
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
+def _stored_dtype(array: np.ndarray) -> np.dtype:
+    return np.dtype(np.float16) if array.dtype.kind == "f" else array.dtype
+
+
+def _zip_entry(zf: zipfile.ZipFile, name: str, size: int) -> Any:
+    """A deflated entry with the fixed timestamp; its size given up front, as writestr does (same bytes)."""
+    info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    info.file_size = size
+    return zf.open(info, "w")
 
 
 def write_set(path: Union[str, Path], arrays: Dict[str, np.ndarray], manifest: Dict[str, Any]) -> Path:
@@ -72,27 +82,60 @@ def write_set(path: Union[str, Path], arrays: Dict[str, np.ndarray], manifest: D
         raise CalibrationError(
             f"calibration arrays have different sample counts {counts}; this is a bug in the sampler"
         )
-    stored = {name: (a.astype(np.float16) if a.dtype.kind == "f" else a) for name, a in sorted(arrays.items())}
-    manifest = dict(manifest)
-    manifest.update(
-        format=FORMAT,
-        count=next(iter(counts.values())),
-        arrays={
-            name: {"shape": list(a.shape[1:]), "stored_dtype": str(a.dtype), "dtype": str(arrays[name].dtype)}
-            for name, a in stored.items()
-        },
-    )
+    count = next(iter(counts.values()))
+    return stream_set(path, ({n: a[i] for n, a in arrays.items()} for i in range(count)), count, manifest)
+
+
+def stream_set(
+    path: Union[str, Path], samples: Iterable[Dict[str, np.ndarray]], count: int, manifest: Dict[str, Any]
+) -> Path:
+    """Write `count` samples ({input: array without the batch axis}) as they come, atomically.
+
+    Each input's samples go to an .npy file on disk (a memory map) while they are drawn, and are
+    copied into the zip at the end: memory holds one sample, whatever the count.
+    """
     path = Path(path)
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path) as tmp, tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as work:
+            maps: Dict[str, np.ndarray] = {}
+            dtypes: Dict[str, str] = {}
+            seen = 0
+            for sample in samples:
+                if seen >= count:
+                    break
+                if not maps:
+                    for name, a in sorted(sample.items()):
+                        maps[name] = np.lib.format.open_memmap(
+                            os.path.join(work, f"{name}.npy"), "w+", _stored_dtype(a), (count, *a.shape)
+                        )
+                        dtypes[name] = str(a.dtype)
+                if set(sample) != set(maps):
+                    raise CalibrationError(f"a sample has inputs {sorted(sample)}, not {sorted(maps)}; a sampler bug")
+                for name, a in sample.items():
+                    maps[name][seen] = a
+                seen += 1
+            if seen != count:
+                raise CalibrationError(f"the source gave {seen} of {count} samples; lower --count or add data")
+            for m in maps.values():
+                m.flush()
+            full = dict(manifest)
+            full.update(
+                format=FORMAT,
+                count=count,
+                arrays={
+                    name: {"shape": list(m.shape[1:]), "stored_dtype": str(m.dtype), "dtype": dtypes[name]}
+                    for name, m in maps.items()
+                },
+            )
+            maps.clear()  # close the memory maps before the files are read back
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                entries = [(MANIFEST, json.dumps(manifest, sort_keys=True, indent=1).encode())]
-                entries += [(f"{name}.npy", _npy_bytes(a)) for name, a in stored.items()]
-                for name, data in entries:
-                    info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    info.external_attr = 0o644 << 16
-                    zf.writestr(info, data)
+                text = json.dumps(full, sort_keys=True, indent=1).encode()
+                with _zip_entry(zf, MANIFEST, len(text)) as fh:
+                    fh.write(text)
+                for name in sorted(full["arrays"]):
+                    npy = os.path.join(work, f"{name}.npy")
+                    with open(npy, "rb") as src, _zip_entry(zf, f"{name}.npy", os.path.getsize(npy)) as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
     except OSError as exc:
         raise CalibrationError(
             f"cannot write calibration set {path} ({exc.strerror or exc}); choose a writable --out"

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from edge_mm.atomic import atomic_path
+from edge_mm.checkpoint_file import check_checkpoint_path, unreadable_checkpoint
 from edge_mm.errors import WeightsError
 
 CHECKPOINT_FORMAT = "edge-mm-train-checkpoint"
@@ -44,15 +45,12 @@ def save_checkpoint(path: Union[str, Path], checkpoint: Dict[str, Any]) -> Path:
 
 
 def read_checkpoint_file(path: Union[str, Path]) -> Any:
-    """torch.load(weights_only=True) with one-line WeightsErrors for missing or unreadable files."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"checkpoint {path} does not exist; pass the path of a .pth file")
+    """torch.load(weights_only=True) with one-line WeightsErrors, in our words, for missing or unreadable files."""
+    path = check_checkpoint_path(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt zip, truncated file, pickled objects refused by weights_only
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"cannot read checkpoint {path} ({reason[:160]}); pass an intact .pth file") from None
+        raise unreadable_checkpoint(path, exc) from None
 
 
 def is_training_checkpoint(data: Any) -> bool:

@@ -135,10 +135,14 @@ class RgbdFolderDataset:
         folders = {name: _find_subfolder(self.root, name) for name in wanted}
         absent = [name for name, folder in folders.items() if folder is None]
         if absent:
-            raise DatasetError(
-                f"dataset folder {self.root} has no {', '.join(absent)} subfolder; expected RGB/, depth/"
-                f"{' and GT/' if with_gt else ''} (pass with_gt=False for folders without ground truth)"
+            # Say what a user can do: no command line has a with_gt switch.
+            fix = (
+                "training and evaluation need ground-truth masks: add GT/ with one mask per RGB image "
+                "(calib.build and edge-mm-run read folders without GT/)"
+                if absent == [GT_DIR]
+                else f"expected RGB/ and depth/{' and GT/' if with_gt else ''} inside it"
             )
+            raise DatasetError(f"dataset folder {self.root} has no {', '.join(absent)} subfolder; {fix}")
         self._files = {name: _index_images(folder) for name, folder in folders.items()}
         self.names = self._pair(self._files)
 

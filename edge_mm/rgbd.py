@@ -50,6 +50,11 @@ _LATER_FIELDS = {"rgb_input_range": "0-1", "depth_input_range": "0-1"}
 _ASPECT_TOLERANCE = 0.03
 
 
+# The largest CDINet input side any command accepts: 4x the official 256 and beyond any camera's
+# useful detail; above it a single (1, 64, H, W) feature map alone runs to gigabytes.
+MAX_INPUT_SIDE = 2048
+
+
 @dataclasses.dataclass(frozen=True)
 class RgbdPreprocess:
     """How colour and depth become model inputs. JSON-able via to_dict/from_dict.
@@ -109,6 +114,11 @@ class RgbdPreprocess:
             set_(name, bool(getattr(self, name)))
         if len(size) != 2 or min(size) <= 0:
             raise UsageError(f"RgbdPreprocess.size must be two positive ints (H, W), got {self.size}")
+        if max(size) > MAX_INPUT_SIDE:
+            raise UsageError(
+                f"model input size {size[0]}x{size[1]} is above {MAX_INPUT_SIDE} a side (one batch of that would not "
+                "fit in memory); use --size 256 to 1024"
+            )
         if len(self.rgb_mean) != 3 or len(self.rgb_std) != 3 or min(self.rgb_std) <= 0 or self.depth_std <= 0:
             raise UsageError("RgbdPreprocess needs 3 rgb_mean values and positive rgb_std (3) and depth_std")
         if self.depth_range_m is not None:

@@ -15,7 +15,6 @@ demo model's training data can name their scenes instead of storing them.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -23,6 +22,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from edge_mm.cli_support import CliParser
 from edge_mm.errors import UsageError
 from edge_mm.rgbd import RgbdPreprocess, preprocess_gt, preprocess_rgbd
 
@@ -503,7 +503,7 @@ def contact_sheet(scenes: Sequence[Scene], far_m: float = 6.0) -> np.ndarray:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from edge_mm.atomic import atomic_path
 
-    parser = argparse.ArgumentParser(prog="python -m edge_mm.synthetic", description=__doc__.split("\n\n")[0])
+    parser = CliParser(prog="python -m edge_mm.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="PNG file for the contact sheet")
     parser.add_argument("--count", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)

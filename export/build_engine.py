@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from edge_mm.cli_support import run_cli
+from edge_mm.cli_support import CliParser, install_sigterm_handler, run_cli
 from edge_mm.errors import EngineError, UsageError
 from edge_mm.registry import known_models, parse_model_name
 
 PRECISION_CHOICES = ("fp32", "fp16", "int8")
+MAX_IN_MEMORY_SAMPLES = 4096  # the default calibration and held-out sets are held in memory
 
 
 @dataclasses.dataclass
@@ -101,9 +102,7 @@ def _precisions(text: str) -> List[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m export.build_engine", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = CliParser(prog="python -m export.build_engine", description=__doc__)
     parser.add_argument("--model", required=True, help=f"one of: {', '.join(known_models())}, or clip:custom")
     parser.add_argument(
         "--weights",
@@ -126,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         "default: synthetic scenes/captions, seed 0",
     )
     parser.add_argument("--out", type=Path, required=True, help="artifact folder to write (replaced atomically)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out even if it holds something other than an artifact of this model family",
+    )
     parser.add_argument(
         "--size", type=int, help="CDINet input side (multiple of 16) if not the weights' own (default 256)"
     )
@@ -196,11 +200,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from export.pipeline import ExportOptions, check_out_dir, export_artifact
 
     parse_model_name(args.model)  # unknown names fail before anything is loaded
-    check_out_dir(args.out)
+    check_out_dir(args.out, args.model, args.force)
     if args.threads < 0 or args.calib_count < 1 or args.eval_count < 1 or (args.max_batch or 1) < 1:
         raise UsageError("--threads must be >= 0 and --calib-count, --eval-count, --max-batch >= 1")
+    if args.calib_count > MAX_IN_MEMORY_SAMPLES or args.eval_count > MAX_IN_MEMORY_SAMPLES:
+        raise UsageError(
+            f"--calib-count and --eval-count are built in memory: at most {MAX_IN_MEMORY_SAMPLES}; "
+            "for a larger calibration set stream one to a file with python -m calib.build and pass --calib"
+        )
     if args.max_side is not None and (args.max_side < 32 or args.max_side % 16):
         raise UsageError(f"--max-side {args.max_side} must be a multiple of 16 and at least 32")
+    if args.size is not None and args.size > args.max_side:
+        raise UsageError(
+            f"--size {args.size} is above --max-side {args.max_side}, the engines' largest input side; lower --size"
+        )
     if args.threads:
         import torch
 
@@ -221,6 +234,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         eval_seed=args.eval_seed,
         threads=args.threads,
         profile=Profile(max_batch=args.max_batch, max_side=args.max_side),
+        force=args.force,
     )
     summary = export_artifact(loaded, args.out, options)
     print(f"wrote {args.out} ({', '.join(p for p in args.precision)}) in {time.perf_counter() - start:.1f} s")
@@ -272,18 +286,8 @@ def _print_summary(summary: Dict[str, Any]) -> None:
             )
 
 
-def _interrupt_on_sigterm() -> None:
-    """`kill` behaves like Ctrl-C: the temporary artifact folder is removed on the way out."""
-    import signal
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def cli(argv: Optional[List[str]] = None) -> int:
-    _interrupt_on_sigterm()
+    install_sigterm_handler()  # `kill` behaves like Ctrl-C (exit 143): the temporary artifact folder is removed
     return run_cli(main, argv)
 
 

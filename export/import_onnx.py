@@ -42,7 +42,7 @@ from edge_mm.card import (
     read_card,
     saliency_spec_from_card,
 )
-from edge_mm.cli_support import run_cli
+from edge_mm.cli_support import CliParser, install_sigterm_handler, run_cli
 from edge_mm.errors import ArtifactError, CardError, UsageError
 from edge_mm.hashing import sha256_file
 from edge_mm.saliency_io import SaliencyIO
@@ -85,6 +85,7 @@ class ImportOptions:
     eval_seed: int = reporting.EVAL_SEED
     threads: int = 0
     trt_parse_check: bool = True
+    force: bool = False  # replace an --out that holds something other than an artifact of this family
 
 
 # ---- the graph ------------------------------------------------------------------------------------
@@ -342,7 +343,7 @@ def import_saliency(
     )
     identity([spec], [onnx_path], card_path, card)
     given = load_calibration_sets(options.calib_paths, [spec]) if options.calib_paths else {}
-    check_out_dir(out)
+    check_out_dir(out, force=options.force)
     progress = Progress(5, say)
     with atomic_dir(out) as tmp:
         rep = _report(spec, model, onnx_path, card_path)
@@ -392,7 +393,7 @@ def import_clip(
     )
     identity([image_spec, text_spec], [image_path, text_path], card_path, card)
     given = load_calibration_sets(options.calib_paths, [image_spec, text_spec]) if options.calib_paths else {}
-    check_out_dir(out)
+    check_out_dir(out, force=options.force)
     progress = Progress(5, say)
     graphs = [("image", image_spec, image_model, image_path), ("text", text_spec, text_model, text_path)]
     with atomic_dir(out) as tmp:
@@ -461,9 +462,7 @@ def import_clip(
 def build_parser() -> argparse.ArgumentParser:
     from export.build_engine import _precisions
 
-    parser = argparse.ArgumentParser(
-        prog="python -m export.import_onnx", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = CliParser(prog="python -m export.import_onnx", description=__doc__)
     parser.add_argument(
         "model", nargs="?", type=Path, help="the ONNX file of a saliency model (rgbd- or rgb-saliency card)"
     )
@@ -471,6 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text", type=Path, help="CLIP-like: the text encoder's ONNX file")
     parser.add_argument("--card", type=Path, required=True, help="the model card (TOML; docs/model_card.md)")
     parser.add_argument("--out", type=Path, required=True, help="artifact folder to write (replaced atomically)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out even if it holds something other than an artifact of this kind",
+    )
     parser.add_argument(
         "--precision", type=_precisions, default=list(PRECISIONS), help="variants and engines (default fp32,fp16,int8)"
     )
@@ -521,7 +525,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UsageError("--threads must be >= 0 and --calib-count, --eval-count >= 1")
     kind = card_kind(read_card(args.card))
     sources = _sources(args, kind)
+    # Before any graph is read: --out must not hold what is not ours (a CLIP artifact for a saliency import, ...).
+    check_out_dir(args.out, "clip" if kind == "clip" else "saliency", args.force)
     options = ImportOptions(
+        force=args.force,
         precisions=args.precision,
         calib_paths=args.calib,
         calib_source=args.calib_source,
@@ -558,9 +565,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def cli(argv: Optional[List[str]] = None) -> int:
-    from export.build_engine import _interrupt_on_sigterm
-
-    _interrupt_on_sigterm()  # `kill` behaves like Ctrl-C: the temporary artifact folder is removed
+    install_sigterm_handler()  # `kill` behaves like Ctrl-C (exit 143): the temporary artifact folder is removed
     return run_cli(main, argv)
 
 

@@ -25,6 +25,7 @@ from calib.sampling import sample
 from calib.store import CalibrationSet, read_set
 from edge_mm import __version__ as EDGE_MM_VERSION
 from edge_mm.artifact import PRECISIONS, REPORT_FILE, REPORT_FORMAT, VARIANT_FILES
+from edge_mm.artifact_kind import check_build_target
 from edge_mm.atomic import atomic_dir
 from edge_mm.errors import CalibrationError, UsageError
 from edge_mm.hashing import sha256_file
@@ -54,6 +55,7 @@ class ExportOptions:
     threads: int = 0  # ONNX Runtime intra-op threads (0: its default)
     profile: Optional["Profile"] = None  # TensorRT profile hints in the spec (None: export.onnx.Profile())
     trt_parse_check: bool = True  # parse every variant with TensorRT-RTX when it is installed
+    force: bool = False  # replace an --out that holds something other than an artifact of this model family
 
 
 # ---- progress lines ------------------------------------------------------------------------------
@@ -80,14 +82,18 @@ class Progress:
 # ---- output folder checks ------------------------------------------------------------------------
 
 
-def check_out_dir(out: Path) -> None:
-    """Refuse an --out that cannot become an artifact folder, before any work is done."""
+def check_out_dir(out: Path, model_name: str = "", force: bool = False) -> None:
+    """Refuse an --out that cannot become an artifact folder, or that holds what is not ours, before any work."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; choose a folder path")
-    if out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in ARTIFACT_MARKERS):
+    if not force and out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in ARTIFACT_MARKERS):
         raise UsageError(
-            f"--out {out} is a non-empty folder that is not an edge-mm artifact; choose a new or empty folder"
+            f"--out {out} is a non-empty folder that is not an edge-mm artifact; "
+            "choose a new or empty folder (or add --force to replace it)"
         )
+    if model_name:
+        # A CLIP artifact is not replaced by a CDINet one (nor the reverse) without --force.
+        check_build_target(out, model_name, force)
     parent = out.parent
     probe = parent
     while not probe.exists():
@@ -323,7 +329,7 @@ def export_artifact(
     if unknown:
         raise UsageError(f"unknown precision(s) {unknown}; use fp32, fp16 and/or int8")
     out = Path(out)
-    check_out_dir(out)
+    check_out_dir(out, loaded.name.text, options.force)
     from export.onnx import Profile, graphs_for
 
     graphs = graphs_for(loaded, options.profile or Profile())

@@ -24,8 +24,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from edge_mm.artifact import export_command
-from edge_mm.cli_support import run_cli
+from edge_mm.cli_support import (
+    CliParser,
+    interrupt_exit_code,
+    non_negative_number,
+    positive_number,
+    run_cli,
+)
 from edge_mm.errors import ArtifactError, SourceError, UsageError
 
 DEFAULT_MODEL_DIR = Path("artifacts") / "cdinet-s"
@@ -62,16 +67,21 @@ def _size(text: str) -> Tuple[int, int]:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 640x480") from None
-    if w < 16 or h < 16:
-        raise argparse.ArgumentTypeError(f"{text!r} is too small")
+    from runtime.sources import MAX_SIDE
+
+    if not (16 <= w <= MAX_SIDE and 16 <= h <= MAX_SIDE):
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be 16 to {MAX_SIDE}, e.g. 640x480")
     return w, h
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises UsageError (one line, exit 2 via run_cli) instead of printing usage."""
+def _frame_rate(text: str) -> float:
+    """A finite rate above 0 and at most what a video can hold (runtime.sinks.video.MAX_FPS)."""
+    from runtime.sinks.video import MAX_FPS
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message}; see edge-mm-run --help")
+    value = positive_number(text)
+    if value > MAX_FPS:
+        raise argparse.ArgumentTypeError(f"{text!r} is above {MAX_FPS:g} frames per second")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     from runtime.sources import SOURCE_FORMS
     from runtime.stages import registered
 
-    p = _Parser(prog="edge-mm-run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CliParser(prog="edge-mm-run", description=__doc__)
     p.add_argument(
         "--config",
         metavar="FILE.toml",
@@ -142,7 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", type=_size, metavar="WxH", help="capture size WIDTHxHEIGHT (RealSense, synthetic; default 640x480)"
     )
     s.add_argument(
-        "--fps", type=float, metavar="FPS", help="RealSense frame rate; for synthetic scenes, pace them like a camera"
+        "--fps",
+        type=_frame_rate,
+        metavar="FPS",
+        help="RealSense frame rate; for synthetic scenes, pace them like a camera",
     )
     s.add_argument("--record", metavar="FILE.db3", help="RealSense only: also record the raw streams to FILE.db3")
     o = p.add_argument_group("outputs")
@@ -154,7 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="annotated video FILE.mp4 (or .avi); or ROS 2 messages: run.mcap (Foxglove), run.rosbag2 (ros2 bag play)",
     )
     o.add_argument(
-        "--out-fps", type=float, metavar="FPS", help="frame rate written into the video (default: the source's, or 30)"
+        "--out-fps",
+        type=_frame_rate,
+        metavar="FPS",
+        help="frame rate written into the video (default: the source's, or 30)",
     )
     o.add_argument(
         "--serve",
@@ -179,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o.add_argument(
         "--stats-interval",
-        type=float,
+        type=non_negative_number,
         default=5.0,
         metavar="S",
         help="seconds between progress prints (0: none; default 5)",
@@ -191,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--colormap", choices=sorted(COLORMAPS), default="jet", help="heat-map colours (default jet)")
     o.add_argument("--no-overlay", action="store_true", help="start with the heat map off (o toggles it)")
     o.add_argument("--quiet", action="store_true", help="print only warnings, errors and the summary")
+    o.add_argument(
+        "--force", action="store_true", help="replace output files even when they are not this command's own kind"
+    )
     for factory in registered():  # each stage's own options (e.g. CLIP's --clip, --labels, --query)
         factory.add_arguments(p)
     return p
@@ -233,21 +252,13 @@ def guess_model_name(path: Path) -> str:
     return next((n for n in KNOWN_MODEL_NAMES if path.name.startswith(n)), "cdinet-s")
 
 
-def missing_artifact_error(path: Path) -> ArtifactError:
-    return ArtifactError(
-        f"no model artifact at {path}; build it with `{export_command(path, guess_model_name(path))}` "
-        f"(or point --model / ${MODEL_ENV} at one)"
-    )
-
-
 def open_artifact(path: Path):
     from edge_mm.artifact import Artifact
+    from edge_mm.artifact_kind import require_artifact
 
-    if not path.is_dir():
-        raise missing_artifact_error(path)
+    # Says what the path holds when it is not a saliency artifact; suggests a build only onto nothing.
+    require_artifact(path, "--model", "saliency", guess_model_name(path))
     artifact = Artifact(path)
-    if not artifact.variants():
-        raise missing_artifact_error(path)
     try:
         artifact.spec  # reads model.onnx's spec: a corrupt file fails here, with the rebuild command
     except ArtifactError as exc:
@@ -284,12 +295,17 @@ def resolve_camera(camera: str, say) -> str:
 def source_options(
     args: argparse.Namespace, uri: str, config_options: Dict[str, Any], frames: Optional[int]
 ) -> Dict[str, Any]:
-    from runtime.sources import parse_source_uri
+    from runtime.sources import _source_class as source_class
+    from runtime.sources import check_source_options, parse_source_uri
 
     kind, _ = parse_source_uri(uri)
+    # The config's own values are checked even where a flag replaces them below (count by --frames).
+    check_source_options(kind, source_class(kind), {k: v for k, v in config_options.items() if v is not None})
     options = dict(config_options)
     if args.size is not None:
         w, h = args.size
+        if kind not in ("synthetic", "realsense"):
+            raise UsageError(f"--size applies to realsense and synthetic sources; {kind} frames keep their own size")
         if kind == "synthetic":
             options["size"] = (h, w)
         else:
@@ -347,7 +363,20 @@ class OutputPlan:
     snapshot_dir: Path
 
 
+def out_kind(path: str):
+    """What --out writes (a video, an .mcap file or a .rosbag2 folder), to know an earlier run's output."""
+    from edge_mm.outputs import VIDEO, OutputKind, file_starting_with, folder_holding
+    from runtime.sinks.mcap import ROSBAG2_SUFFIX, is_ros_output
+
+    if not is_ros_output(path):
+        return VIDEO
+    if Path(path).suffix.lower() == ROSBAG2_SUFFIX:
+        return OutputKind("a rosbag2 folder (metadata.yaml)", folder_holding("metadata.yaml"), folder=True)
+    return OutputKind("an MCAP file", file_starting_with(b"\x89MCAP"))
+
+
 def plan_outputs(args: argparse.Namespace, console: "_Console") -> OutputPlan:
+    from edge_mm.outputs import EVENTS, STATS, OutputKind, check_outputs
     from runtime.sinks import check_out_path
     from runtime.sinks.window import gui_support
     from runtime.web.address import parse_host_port
@@ -378,6 +407,17 @@ def plan_outputs(args: argparse.Namespace, console: "_Console") -> OutputPlan:
         )
     if plan.out:
         check_out_path(plan.out)
+    check_outputs(
+        {
+            "--out": (plan.out, out_kind(plan.out) if plan.out else None),
+            "--events": (plan.events, EVENTS),
+            "--stats": (plan.stats, STATS),
+            "--record": (args.record, OutputKind("a RealSense recording", lambda p: p.suffix in (".db3", ".bag"))),
+            "--snapshot-dir": (args.snapshot_dir, OutputKind("snapshots", lambda p: True, folder=True)),
+        },
+        force=args.force,
+        inputs={"--config": args.config},  # no output may replace the run's own config file
+    )
     return plan
 
 
@@ -478,6 +518,7 @@ def first_run_build(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
+    from edge_mm.outputs import WrittenCheck
     from runtime.memory import keep_freed_memory
     from runtime.pipeline import Pipeline, StopSignals
     from runtime.sinks.video import VideoSink
@@ -490,6 +531,13 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     keep_freed_memory()  # frame-sized temporaries reuse their pages instead of faulting in new ones
     path = model_dir(args)
+    # Every output, the CLIP artifact and the model are checked before a camera is opened.
+    plan = plan_outputs(args, console)
+    written_check = WrittenCheck([plan.out, plan.events, plan.stats])
+    if getattr(args, "clip", None):
+        from edge_mm.artifact_kind import require_artifact
+
+        require_artifact(args.clip, "--clip", "clip", "clip-demo")
     open_artifact(path)  # a missing or broken model fails before a camera is opened
 
     # One SIGINT/SIGTERM handler for the whole run: setup is cut short, the frame loop stops between frames.
@@ -500,7 +548,6 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
         if frames is None and kind == "synthetic" and not args.loop:
             frames = DEFAULT_SYNTHETIC_FRAMES
             console.say(f"frames: {frames} synthetic scenes (--frames N to change, --loop to run until stopped)")
-        plan = plan_outputs(args, console)
         source = open_source(uri, **source_options(args, uri, config_source_options, frames))
         if getattr(source, "summary", ""):
             console.say(source.summary)
@@ -583,14 +630,14 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
                     _write_stats(Path(plan.stats), summary)
 
     console.always(f"stopped ({outcome.reason}): " + format_summary(summary))
-    written = [str(p) for p in (plan.out, plan.events, plan.stats) if p and Path(p).exists()]
+    written = written_check.written()
     if written:
         console.always("wrote: " + ", ".join(written))
     if outcome.error is not None:
         raise outcome.error
     for stage in stages:
         stage.raise_if_failed()
-    return 130 if outcome.interrupted else 0
+    return interrupt_exit_code() if outcome.interrupted else 0
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:

@@ -563,6 +563,7 @@ def clip_stage_from_args(args: Any, source_name: str = "stream", warn: Any = Non
         threads=args.clip_threads,
         text=text,
         warn=warn,
+        option="--clip",
     )
     try:
         stage = ClipStage(

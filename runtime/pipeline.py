@@ -99,6 +99,9 @@ class StopSignals:
         self._previous: Dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
+        from edge_mm.cli_support import note_stop_signal
+
+        note_stop_signal(signum)  # the command exits 143 for SIGTERM, 130 for Ctrl-C
         self.requested = True
         if not self._deferred:
             raise KeyboardInterrupt

@@ -224,7 +224,7 @@ def test_cli_bad_inputs_give_one_line_errors(tiny_folder, tmp_path, capsys):
 
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint")
-    _assert_one_line_error(*in_process("--data", str(tiny_folder), "--weights", str(corrupt)), "cannot read checkpoint")
+    _assert_one_line_error(*in_process("--data", str(tiny_folder), "--weights", str(corrupt)), "cannot load checkpoint")
 
     torch.save(build("cdinet-xs").state_dict(), tmp_path / "xs.pth")
     _assert_one_line_error(

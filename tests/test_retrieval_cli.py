@@ -205,7 +205,7 @@ def test_another_models_artifact_is_a_one_line_error(tmp_path, clip, other_clip,
         (["add", "--index", "{tmp}/idx", "--model", "{tmp}", "{tmp}/empty"], "holds no image files"),
         (["search", "--index", "{tmp}/idx", "a mug"], "no retrieval index"),
         (["add", "--index", "{tmp}/idx", "--model", "{tmp}", "synthetic:3"], "is endless; pass --max-frames"),
-        (["add", "--index", "{tmp}/idx", "--model", "{tmp}/photos", "{tmp}/photos"], "neither image/ and text/"),
+        (["add", "--index", "{tmp}/idx", "--model", "{tmp}/photos", "{tmp}/photos"], "--model takes a CLIP artifact"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, args, says):

@@ -113,7 +113,7 @@ def test_model_info_from_spec_uses_digest_and_weights():
 
 
 def test_missing_corrupt_and_foreign_paths(tmp_path):
-    with pytest.raises(IndexStoreError, match="no retrieval index at .*build one first"):
+    with pytest.raises(IndexStoreError, match="no retrieval index at .*build one with `edge-mm-index add --index"):
         IndexStore(tmp_path / "absent")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("x")

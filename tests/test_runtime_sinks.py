@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -33,9 +35,9 @@ def test_video_appears_only_when_complete(tmp_path, name):
         sink.write_image(_image(k))
         assert not path.exists()  # still being written, under the partial name
     sink.write_image(_image(6, size=(60, 80)))  # another size is resized to the first one's
-    assert partial_path(path).exists()
+    assert sink.partial.exists() and sink.partial != partial_path(path)  # unique to each writer
     sink.close()
-    assert path.exists() and not partial_path(path).exists()
+    assert path.exists() and not sink.partial.exists()
     assert count_video_frames(path) == 7 and sink.frames_written == 7
     sink.close()  # idempotent
 
@@ -45,9 +47,14 @@ def test_video_errors_and_empty_runs(tmp_path):
         VideoSink(tmp_path / "x.gif")
     with pytest.raises(UsageError, match="folder"):
         VideoSink(tmp_path)
-    (tmp_path / ".stale.partial.mp4").write_bytes(b"left by a killed run")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a writer that is gone: its partial file is removed by the next writer
+    stale = tmp_path / f".stale.mp4.{dead.pid}.0a1b2c3d.partial.mp4"
+    stale.write_bytes(b"left by a killed run")
+    live = tmp_path / ".stale.mp4.1.0a1b2c3d.partial.mp4"  # pid 1 runs: a live writer's file stays
+    live.write_bytes(b"being written")
     sink = VideoSink(tmp_path / "stale.mp4")
-    assert not (tmp_path / ".stale.partial.mp4").exists()
+    assert not stale.exists() and live.exists()
     sink.close()
     assert not (tmp_path / "stale.mp4").exists()  # no frame, no file
 

@@ -9,7 +9,6 @@ Files are read with torch.load(weights_only=True): a checkpoint is never unpickl
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Dict, Iterable, Tuple, Union
@@ -18,6 +17,7 @@ import torch
 from torch import Tensor
 
 from edge_mm.cdinet.model import CONVS_PER_STAGE, OFFICIAL_CHANNELS, CDINet
+from edge_mm.checkpoint_file import check_checkpoint_path, unreadable_checkpoint
 from edge_mm.errors import WeightsError
 
 StateDict = Dict[str, Tensor]
@@ -35,12 +35,11 @@ def read_state_dict(source: Source) -> Tuple[StateDict, str]:
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         label = str(path)
-        if not path.is_file():
-            raise WeightsError(f"checkpoint {path} does not exist; pass the path of a .pth file")
+        check_checkpoint_path(path)
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # corrupt zip, truncated file, pickled objects refused by weights_only, ...
-            raise WeightsError(f"cannot read checkpoint {path}: {_why_unreadable(path, exc)}") from None
+            raise unreadable_checkpoint(path, exc) from None
     else:
         raise WeightsError(f"expected a checkpoint path or a state dict, got {type(source).__name__}")
 
@@ -153,19 +152,6 @@ def load_vgg16_imagenet(model: CDINet, path: Union[str, "os.PathLike[str]"]) -> 
         stream_state = {dst[len(stream) + 1 :]: features[src] for src, dst in vgg16_key_map(stream).items()}
         getattr(model, stream).load_state_dict(stream_state, strict=True)
     return model
-
-
-def _why_unreadable(path: Path, exc: Exception) -> str:
-    # torch.save has written zip archives since PyTorch 1.6 (the authors used 1.8)
-    if not zipfile.is_zipfile(path):
-        return "it is not a PyTorch checkpoint (corrupt, truncated or another format); download it again"
-    if "weights only load failed" in str(exc).lower():
-        return (
-            "it holds pickled Python objects, not only tensors, and edge-mm never unpickles code; "
-            "re-save it with torch.save(model.state_dict(), path)"
-        )
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-    return f"the archive is damaged ({first_line}); download it again"
 
 
 def _first(names: Iterable[str]) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
+from edge_mm.checkpoint_file import check_checkpoint_path, unreadable_checkpoint
 from edge_mm.clip.model import CLIP, build_model
 from edge_mm.clip.preprocess import ClipPreprocess
 from edge_mm.download import cache_dir as download_cache_dir
@@ -86,11 +87,7 @@ def _is_torchscript_archive(path: Path) -> bool:
 
 
 def _corrupt(path: Path, exc: BaseException) -> WeightsError:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return WeightsError(
-        f"cannot read CLIP weights from {path} ({type(exc).__name__}: {reason}); the file is corrupt or not a "
-        "checkpoint: download it again, or save one with torch.save(model.state_dict(), path)"
-    )
+    return unreadable_checkpoint(path, exc, "CLIP weights")
 
 
 def _unwrap(checkpoint: Any, path: Path) -> Dict[str, torch.Tensor]:
@@ -136,8 +133,7 @@ def _drop_traced_attn_mask(state_dict: Dict[str, torch.Tensor], path: Path) -> D
 def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     """The CLIP state dict stored in `path` (TorchScript archive, safetensors, or torch.save file)."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"CLIP weights file {path} does not exist: check the path or pass a published model name")
+    check_checkpoint_path(path, "CLIP weights file")
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
@@ -172,6 +168,8 @@ def resolve_weights(
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path, None
+    if path.is_dir():
+        check_checkpoint_path(path, "CLIP weights")  # says it is a folder
     raise WeightsError(
         f"{name_or_path!s} is neither a published CLIP model nor an existing file: "
         f"pass one of {', '.join(PUBLISHED)} or a path to a .pt/.pth/.bin/.safetensors checkpoint"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import Optional, Sequence
 
-from edge_mm.cli_support import build_subcommand_parser, run_cli
+from edge_mm.cli_support import parse_checked, run_cli
+from edge_mm.outputs import OutputKind, folder_holding
 
 SUBCOMMANDS = {
     "cdinet": ("edge_mm.evaluate.cdinet", "evaluate CDINet with the official test pipeline and PySODMetrics"),
@@ -13,8 +14,13 @@ SUBCOMMANDS = {
 }
 
 
+EVAL_RUN = OutputKind(
+    "an edge-mm-eval result (metrics.json, pred/)", folder_holding("metrics.json", "pred"), folder=True
+)
+
+
 def _main(argv: Optional[Sequence[str]]) -> int:
-    args = build_subcommand_parser("edge-mm-eval", __doc__.splitlines()[0], SUBCOMMANDS).parse_args(argv)
+    args = parse_checked("edge-mm-eval", __doc__.splitlines()[0], SUBCOMMANDS, EVAL_RUN, argv)
     return importlib.import_module(args._module).run(args)
 
 

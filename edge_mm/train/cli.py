@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Optional, Sequence
 
-from edge_mm.cli_support import build_subcommand_parser, run_cli
+from edge_mm.cli_support import parse_checked, run_cli
+from edge_mm.outputs import OutputKind, folder_holding
 
 # subcommand -> (module with add_arguments(parser) and run(args), one-line help)
 SUBCOMMANDS = {
@@ -18,8 +19,16 @@ SUBCOMMANDS = {
 }
 
 
+# What --out holds after a run: an existing folder must hold these (or be empty) to be written into.
+TRAIN_RUN = OutputKind(
+    "an edge-mm-train run (last.pth, best.pth, metrics.json)",
+    folder_holding("last.pth", "best.pth", "metrics.json"),
+    folder=True,
+)
+
+
 def _main(argv: Optional[Sequence[str]]) -> int:
-    args = build_subcommand_parser("edge-mm-train", __doc__.splitlines()[0], SUBCOMMANDS).parse_args(argv)
+    args = parse_checked("edge-mm-train", __doc__.splitlines()[0], SUBCOMMANDS, TRAIN_RUN, argv)
     return importlib.import_module(args._module).run(args)
 
 

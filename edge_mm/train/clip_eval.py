@@ -18,7 +18,6 @@ colours.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from edge_mm.cli_support import CliParser
 from edge_mm.clip.preprocess import ClipPreprocess, preprocess_batch
 from edge_mm.clip.tokenizer import tokenize
 from edge_mm.clip.zero_shot import ZeroShotClassifier, l2_normalize
@@ -243,7 +243,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     from edge_mm.atomic import write_json
     from edge_mm.clip.weights import load
 
-    parser = argparse.ArgumentParser(prog="python -m edge_mm.train.clip_eval", description=__doc__.splitlines()[0])
+    parser = CliParser(prog="python -m edge_mm.train.clip_eval", description=__doc__.splitlines()[0])
     parser.add_argument("--weights", required=True, help="CLIP weights: a published name or a state-dict file")
     parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help="synthetic scene seed of the held-out set")
     parser.add_argument("--count", type=int, default=DEFAULT_EVAL_COUNT, help="held-out scenes")

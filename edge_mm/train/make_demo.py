@@ -10,7 +10,6 @@ for the untrained (same-seed initial) model, plus a small regression check the t
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from edge_mm.checkpoint import checkpoint_meta, read_checkpoint_file
-from edge_mm.cli_support import run_cli
+from edge_mm.cli_support import CliParser, run_cli
 from edge_mm.errors import UsageError
 from edge_mm.registry import WEIGHTS_DIR
 from edge_mm.train.common import BEST, METRICS, file_sha256, write_json
@@ -49,7 +48,7 @@ def _evaluate(argv: List[str]) -> Dict[str, Any]:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edge_mm.train.make_demo", description=__doc__.splitlines()[0])
+    parser = CliParser(prog="python -m edge_mm.train.make_demo", description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="edge-mm-train output folder (best.pth, metrics.json)")
     parser.add_argument("--name", default="cdinet-s")
     parser.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR)

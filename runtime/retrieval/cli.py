@@ -32,14 +32,33 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from edge_mm.cli_support import run_cli
+from edge_mm.cli_support import CliParser, install_sigterm_handler, interrupt_exit_code, non_negative_number, run_cli
 from edge_mm.errors import BackendError, IndexStoreError, InputError, UsageError
+from edge_mm.outputs import OutputKind, check_output, folder_holding
 from runtime.retrieval.artifact_note import remember_artifact, remembered_artifact
 from runtime.retrieval.crop import DEFAULT_PAD
+from runtime.retrieval.store import META_FILE, VECTORS_FILE, add_command
+
+# An existing --index must be an index (or an empty folder): anything else is not ours to add to.
+INDEX_FOLDER = OutputKind("an edge-mm-index index", folder_holding(META_FILE, VECTORS_FILE), folder=True)
 
 BACKEND_CHOICES = ("auto", "tensorrt", "ort-cuda", "ort-cpu")
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "int8")
 FAISS_KINDS = ("flat", "flat-fp16", "ivf-flat", "hnsw")
+
+
+def existing_index(text: str) -> Path:
+    """--index of search and info: an index folder, or one line saying what is there instead."""
+    from edge_mm.artifact_kind import path_kind
+
+    found = path_kind(text)
+    if found.kind == "missing":
+        raise IndexStoreError(f"no retrieval index at {found.path}; build one with `{add_command(found.path)}`")
+    if found.kind != "index":
+        raise IndexStoreError(
+            f"--index {found.path} is {found.describe()}, not a retrieval index; give a folder made by edge-mm-index add"
+        )
+    return found.path
 
 
 def _artifact_for(index_path: Path, given: Optional[str]) -> Path:
@@ -82,10 +101,6 @@ def _targets(texts: Sequence[str]):
     return unique
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def cmd_add(args: argparse.Namespace) -> int:
     from runtime.retrieval.embed import ClipEmbedder
     from runtime.retrieval.ingest import Ingest, IngestOptions, SalientCropper, check_targets
@@ -115,12 +130,18 @@ def cmd_add(args: argparse.Namespace) -> int:
 
         check_ray_targets(targets, args.saliency is not None)
     index_path = Path(args.index)
+    check_output(index_path, "--index", INDEX_FOLDER)
+    if args.saliency:
+        from edge_mm.artifact_kind import require_artifact
+
+        # Before the index is created: a wrong --saliency must not leave an empty index behind.
+        require_artifact(args.saliency, "--saliency", "saliency", "cdinet-s")
     artifact = _artifact_for(index_path, args.model) if index_path.exists() else args.model
     if artifact is None:
         raise UsageError("pass --model CLIP_ARTIFACT: a new index needs the model that embeds it")
     paths, model_info = _clip_identity(Path(artifact))
     # SIGTERM ends an add like Ctrl-C: the batch in flight is dropped, committed ones stay.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = install_sigterm_handler()
     embedder = cropper = store = None
     report = None
     try:
@@ -178,9 +199,10 @@ def cmd_add(args: argparse.Namespace) -> int:
             f"interrupted; index {index_path} holds {total} items (run the same command again to resume)",
             file=sys.stderr,
         )
-        return 130
+        return interrupt_exit_code()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         for thing in (cropper, embedder, store):
             if thing is not None:
                 thing.close()
@@ -190,7 +212,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         print(f"{report.line()}; index {index_path} holds {total} items")
     if report.interrupted:
         print("interrupted: every committed batch is kept; run the same command again to resume", file=sys.stderr)
-        return 130
+        return interrupt_exit_code()
     return 0
 
 
@@ -252,17 +274,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError('give one of: a text query ("a red mug"), --image FILE or --queries FILE')
     if args.k < 1:
         raise UsageError(f"-k {args.k} must be >= 1")
-    index_path = Path(args.index)
-    if not index_path.exists():
-        raise IndexStoreError(
-            f"no retrieval index at {index_path}; build one with edge-mm-index add --index {index_path} ..."
-        )
+    index_path = existing_index(args.index)
     texts = (
         [args.query] if args.query is not None else (_read_queries(args.queries) if args.queries is not None else [])
     )
     image = None
     if args.image is not None:
-        image = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
+        # Checked first: OpenCV's imread logs its own [ WARN ] line for a missing file.
+        image = cv2.imread(str(args.image), cv2.IMREAD_COLOR) if args.image.is_file() else None
         if image is None:
             raise InputError(f"--image {args.image} is missing or not an image OpenCV can read")
     if args.exact and args.faiss:
@@ -322,7 +341,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from runtime.retrieval.store import IndexStore
 
-    index_path = Path(args.index)
+    index_path = existing_index(args.index)
     with IndexStore(index_path, mode="r") as store:
         info = store.info
         out = {
@@ -449,9 +468,7 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edge-mm-index", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = CliParser(prog="edge-mm-index", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     add = sub.add_parser("add", help="embed images, video frames or recordings into an index")
@@ -464,7 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--index", required=True, help="index folder (created if missing)")
     add.add_argument("--model", help="CLIP artifact folder (with image/ and text/); optional for an existing index")
     add.add_argument(
-        "--fps", type=float, default=1.0, help="frames per second taken from videos and recordings (default 1; 0 = all)"
+        "--fps",
+        type=non_negative_number,
+        default=1.0,
+        help="frames per second taken from videos and recordings (default 1; 0 = all)",
     )
     add.add_argument("--max-frames", type=int, help="at most this many sampled frames per video or source")
     add.add_argument(
@@ -473,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--saliency-threshold", type=float, default=0.5, help="saliency mask threshold (default 0.5)")
     add.add_argument(
         "--pad",
-        type=float,
+        type=non_negative_number,
         default=DEFAULT_PAD,
         help=f"salient crop padding, share of the box side (default {DEFAULT_PAD})",
     )

@@ -56,11 +56,13 @@ def _graph_kind(folder: Path) -> Optional[str]:
     return None
 
 
-def locate_clip_artifact(path: Union[str, Path]) -> ClipArtifactPaths:
-    """Accept the artifact folder (with image/ and text/) or either graph folder inside it."""
+def locate_clip_artifact(path: Union[str, Path], option: str = "--model") -> ClipArtifactPaths:
+    """Accept the artifact folder (with image/ and text/) or either graph folder inside it (given as `option`)."""
+    from edge_mm.artifact_kind import require_artifact
+
     root = Path(path)
-    if not root.is_dir():
-        raise ArtifactError(f"no CLIP artifact at {root}; build one with `{export_command(root, 'clip-demo')}`")
+    # Anything but a CLIP artifact is named for what it holds; a build is suggested only onto nothing.
+    require_artifact(root, option, "clip", "clip-demo")
     if (root / IMAGE_GRAPH).is_dir():
         image = root / IMAGE_GRAPH
         text: Optional[Path] = root / TEXT_GRAPH if (root / TEXT_GRAPH).is_dir() else None
@@ -68,18 +70,18 @@ def locate_clip_artifact(path: Union[str, Path]) -> ClipArtifactPaths:
         kind = _graph_kind(root)
         if kind is None:
             raise ArtifactError(
-                f"{root} holds neither image/ and text/ graphs nor a model.onnx; point --model at a CLIP artifact "
+                f"{root} holds neither image/ and text/ graphs nor a model.onnx; point {option} at a CLIP artifact "
                 f"folder, e.g. one made by `{export_command(root.parent / 'clip-demo', 'clip-demo')}`"
             )
         if kind not in ("clip-image", "clip-text"):
             raise UsageError(
-                f"{root} is a {kind} artifact, not CLIP; point --model at a CLIP artifact (with image/ and text/)"
+                f"{root} is a {kind} artifact, not CLIP; {option} takes a CLIP artifact (with image/ and text/)"
             )
         sibling = root.parent / (TEXT_GRAPH if kind == "clip-image" else IMAGE_GRAPH)
         if kind == "clip-text":
             if not sibling.is_dir():
                 raise ArtifactError(
-                    f"{root} is a CLIP text graph without its image graph {sibling}; point --model at the artifact folder"
+                    f"{root} is a CLIP text graph without its image graph {sibling}; point {option} at the artifact folder"
                 )
             image, text, root = sibling, root, root.parent
         else:
@@ -198,6 +200,7 @@ class ClipEmbedder:
         batch_size: int = DEFAULT_BATCH,
         text: str = "lazy",
         warn: Optional[Callable[[str], None]] = None,
+        option: str = "--model",
     ) -> "ClipEmbedder":
         """Start the image graph of a CLIP artifact on the best (or the named) backend.
 
@@ -207,7 +210,7 @@ class ClipEmbedder:
 
         if text not in ("now", "lazy", "no"):
             raise UsageError(f"text must be 'now', 'lazy' or 'no', got {text!r}")
-        paths = locate_clip_artifact(artifact)
+        paths = locate_clip_artifact(artifact, option)
         text_spec = Artifact(paths.text).spec if paths.text is not None else None
         image_sel = select_backend(Artifact(paths.image), backend, precision, threads=threads, warn=warn)
         description = f"{image_sel.backend.spec.name}: image {image_sel.label}"

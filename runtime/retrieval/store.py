@@ -89,6 +89,11 @@ CREATE INDEX items_deleted ON items(deleted_at) WHERE deleted_at IS NOT NULL;
 _LATER_COLUMNS = {"deleted_at": "REAL", "thumbnail": "BLOB"}
 
 
+def add_command(index_path: Union[str, Path]) -> str:
+    """The command that creates an index at `index_path` (runnable once the CLIP artifact and inputs are filled in)."""
+    return f"edge-mm-index add --index {index_path} --model CLIP_ARTIFACT IMAGES_OR_VIDEOS"
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
     """Which embedding model made an index's vectors; vectors of two models must never mix."""
@@ -220,9 +225,7 @@ class IndexStore:
                 self._create(dim, wanted)
             self._lock = _WriterLock(self.path)
         elif not self.path.exists():
-            raise IndexStoreError(
-                f"no retrieval index at {self.path}; build one first (edge-mm-index add {self.path} ...)"
-            )
+            raise IndexStoreError(f"no retrieval index at {self.path}; build one with `{add_command(self.path)}`")
         try:
             self._open(wanted, dim)
         except BaseException:
@@ -338,6 +341,13 @@ class IndexStore:
                 f"{FORMAT_VERSION} / {EMBED_DTYPE}; rebuild the index with this version"
             )
         if wanted is not None and not wanted.same_model(self.model_info):
+            if wanted.name == self.model_info.name and wanted.spec_digest == self.model_info.spec_digest:
+                # Same name and spec: only the weights differ, which a spec digest alone cannot show.
+                raise IndexStoreError(
+                    f"index {self.path} holds embeddings of {self.model_info.name!r} with other weights "
+                    f"(sha256 {self.model_info.weights_sha256[:12]}, this artifact's {wanted.weights_sha256[:12]}); "
+                    "search it with the artifact that made it, or use a new index path for these weights"
+                )
             raise IndexStoreError(
                 f"index {self.path} holds embeddings of model {self.model_info.describe()}, not {wanted.describe()}; "
                 "use a new index path for the other model"

@@ -5,8 +5,9 @@ is released, so until then a file at the target name would be unplayable. Writin
 and renaming on close means the target either does not exist or is a complete video. close() runs
 at the end of the stream, on Ctrl-C (SIGINT/SIGTERM), on a camera that is lost for good and on any
 other error, so all of those leave a valid file with every frame written so far. Only a hard kill
-(SIGKILL, power loss) leaves the hidden `.NAME.partial.mp4` behind, and the next run to the same
-target removes it.
+(SIGKILL, power loss) leaves the hidden `.NAME.<pid>.<random>.partial.mp4` behind, and the next run
+to the same target removes it once that pid is gone. The partial name is unique per writer, so two
+runs with one --out never write into one file: each renames its own complete video, the last wins.
 
 The pip OpenCV wheels encode `mp4v` into .mp4 and `MJPG` into .avi (H.264 is not available there).
 """
@@ -15,24 +16,34 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from pathlib import Path
 from typing import Any, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 
+from edge_mm.atomic import clean_stale, temp_prefix
 from edge_mm.errors import UsageError
 
 from .base import Sink
 
 log = logging.getLogger("edge_mm.runtime.video")
 
+# No camera delivers more, and OpenCV's encoders fail (with their own log lines) on absurd rates.
+MAX_FPS = 1000.0
+
 FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
 
 
-def partial_path(target: Path) -> Path:
+def partial_suffix(target: Path) -> str:
     # Keep the suffix: OpenCV's FFmpeg backend picks the container from it.
-    return target.with_name(f".{target.stem}.partial{target.suffix}")
+    return f".partial{target.suffix}"
+
+
+def partial_path(target: Path) -> Path:
+    """A hidden temporary beside `target`, unique to this writer (pid + random)."""
+    return target.with_name(f"{temp_prefix(target)}{secrets.token_hex(4)}{partial_suffix(target)}")
 
 
 def check_video_path(path: Union[str, Path]) -> Path:
@@ -53,8 +64,8 @@ class VideoSink(Sink):
 
     def __init__(self, path: Union[str, Path], fps: float = 30.0) -> None:
         self.path = check_video_path(path)
-        if not fps or fps <= 0:
-            raise UsageError(f"video frame rate must be positive, got {fps}")
+        if not 0 < fps <= MAX_FPS:  # also refuses nan
+            raise UsageError(f"video frame rate must be above 0 and at most {MAX_FPS:g}, got {fps}")
         self.fps = float(fps)
         self.partial = partial_path(self.path)
         self.frames_written = 0
@@ -67,8 +78,7 @@ class VideoSink(Sink):
             raise UsageError(
                 f"cannot create the folder for {self.path} ({exc.strerror}); choose another --out"
             ) from None
-        if self.partial.exists():
-            self.partial.unlink()  # left by a killed run
+        clean_stale(self.path, partial_suffix(self.path))  # left by killed runs
 
     def _open(self, image: np.ndarray) -> None:
         h, w = image.shape[:2]

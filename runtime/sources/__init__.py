@@ -8,6 +8,7 @@ background: newest-frame slot for live sources, blocking queue for files.
 from __future__ import annotations
 
 import inspect
+import math
 from pathlib import Path
 from typing import Any, Dict, Tuple, Type
 
@@ -17,6 +18,12 @@ from .base import Frame, Source
 from .capture import CaptureThread, NewestFrameSlot
 
 __all__ = ["Frame", "Source", "CaptureThread", "NewestFrameSlot", "open_source", "parse_source_uri", "SOURCE_FORMS"]
+
+# The largest frame side a source may be asked for: above every RealSense mode (1920x1080) and 4K
+# files, below sizes whose frames alone exhaust memory (100000x100000 BGR is 28 GiB a frame).
+MAX_SIDE = 4096
+_SIDES = ("width", "height", "size")
+_POSITIVE = ("count", "fps", "width", "height", "size", "depth_scale_m")
 
 SOURCE_FORMS = (
     "realsense[:SERIAL], recording:FILE.bag|.db3 (librealsense), rosbag:PATH (ROS 2 bag folder or ROS 1 .bag), "
@@ -72,6 +79,47 @@ def parse_source_uri(uri: str) -> Tuple[str, Dict[str, Any]]:
     raise UsageError(f"--camera {uri!r} is not a source; use one of: {SOURCE_FORMS}")
 
 
+def _expected(annotation: str) -> str:
+    """'int', 'float', 'bool', 'str', 'pair' or 'other' from a parameter's (string) annotation."""
+    text = annotation.replace("Optional[", "").rstrip("]")
+    if text.startswith("Tuple[int, int"):
+        return "pair"
+    return text if text in ("int", "float", "bool", "str") else "other"
+
+
+def check_source_options(kind: str, cls: Type[Source], options: Dict[str, Any]) -> None:
+    """Refuse an option of the wrong type or range now, as one line (from a config [source] table or code)."""
+    params = inspect.signature(cls.__init__).parameters
+    for name, value in options.items():
+        expected = _expected(str(params[name].annotation)) if name in params else "other"
+
+        def bad(should: str) -> UsageError:
+            return UsageError(f"{kind} source option {name} = {value!r} should be {should} (config [source] table)")
+
+        numbers = [value] if expected in ("int", "float") else list(value) if expected == "pair" else []
+        if expected == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise bad("an integer")
+        if expected == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise bad("a number")
+        if expected == "bool" and not isinstance(value, bool):
+            raise bad("true or false")
+        if expected == "str" and not isinstance(value, str):
+            raise bad("a string")
+        if expected == "pair" and (
+            not isinstance(value, (list, tuple))
+            or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
+        ):
+            raise bad("two integers [height, width]")
+        for number in numbers:
+            if not math.isfinite(number):
+                raise bad("a finite number")
+            if number < 0 or (name in _POSITIVE and number == 0):
+                raise bad("positive" if name in _POSITIVE else "zero or more")
+            if name in _SIDES and number > MAX_SIDE:
+                raise bad(f"at most {MAX_SIDE} pixels a side")
+
+
 def open_source(uri: str, **options: Any) -> Source:
     """Build and open the source named by `uri`; options go to its constructor (None = default).
 
@@ -85,6 +133,7 @@ def open_source(uri: str, **options: Any) -> Source:
     if unknown:
         settable = [a for a in accepted if a not in args]
         raise UsageError(f"{kind} sources take no option(s) {unknown}; they take {settable}")
+    check_source_options(kind, cls, options)
     clash = sorted(set(options) & set(args))
     if clash:
         raise UsageError(f"{clash} is already given by --camera {uri}; give it once")
