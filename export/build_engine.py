@@ -210,10 +210,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
     if args.max_side is not None and (args.max_side < 32 or args.max_side % 16):
         raise UsageError(f"--max-side {args.max_side} must be a multiple of 16 and at least 32")
-    if args.size is not None and args.size > args.max_side:
-        raise UsageError(
-            f"--size {args.size} is above --max-side {args.max_side}, the engines' largest input side; lower --size"
-        )
+    if args.size is not None:
+        from edge_mm.rgbd import MAX_INPUT_SIDE
+
+        largest, what = (args.max_side, "--max-side") if args.max_side else (MAX_INPUT_SIDE, "the largest model input")
+        if args.size > largest:
+            raise UsageError(f"--size {args.size} is above {what} ({largest}); lower --size")
     if args.threads:
         import torch
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from edge_mm.artifact import PRECISIONS, Artifact, engine_problems, graph_folders
-from edge_mm.cli_support import run_cli
+from edge_mm.cli_support import CliParser, run_cli
 from edge_mm.errors import ArtifactError, UsageError
 
 
@@ -41,9 +41,7 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edge-mm-engine", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = CliParser(prog="edge-mm-engine", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="build (or reuse) the artifact's engines here")
     build.add_argument("artifact", type=Path, help="artifact folder (from python -m export.build_engine)")

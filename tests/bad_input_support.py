@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = {
     "edge-mm-run": "runtime.cli",
     "edge-mm-index": "runtime.retrieval.cli",
+    "edge-mm-engine": "runtime.engine_cli",
     "edge-mm-train": "edge_mm.train.cli",
     "edge-mm-eval": "edge_mm.evaluate.cli",
     "build_engine": "export.build_engine",
