@@ -55,12 +55,12 @@ def write_images(folder: Path, count: int) -> None:
 
 
 def run_local(artifact: Path, images: Path, index: Path, threads: int, batch: int) -> Dict[str, Any]:
-    from runtime.retrieval.cli import _clip_identity
+    from runtime.retrieval.artifact_note import clip_identity
     from runtime.retrieval.embed import ClipEmbedder
     from runtime.retrieval.ingest import Ingest, IngestOptions, resolve_target
     from runtime.retrieval.store import IndexStore
 
-    paths, model = _clip_identity(artifact)
+    paths, model = clip_identity(artifact)
     start = time.perf_counter()
     with ClipEmbedder.open(artifact, backend="ort-cpu", threads=threads, batch_size=batch, text="no") as embedder:
         with IndexStore(index, dim=embedder.dim, model_info=model, mode="a") as store:
@@ -74,12 +74,12 @@ def run_local(artifact: Path, images: Path, index: Path, threads: int, batch: in
 def run_ray(artifact: Path, images: Path, index: Path, actors: int, batch: int) -> Dict[str, Any]:
     import ray
 
-    from runtime.retrieval.cli import _clip_identity
+    from runtime.retrieval.artifact_note import clip_identity
     from runtime.retrieval.ingest import IngestOptions, resolve_target
     from runtime.retrieval.ray_ingest import RayIngest
     from runtime.retrieval.store import IndexStore
 
-    paths, model = _clip_identity(artifact)
+    paths, model = clip_identity(artifact)
     t0 = time.perf_counter()
     ray.init(num_cpus=actors, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     init_s = time.perf_counter() - t0

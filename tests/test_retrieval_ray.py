@@ -108,9 +108,9 @@ def test_nothing_is_sent_when_everything_is_indexed(tmp_path, clip, local_ray):
 
 
 def _model(clip):
-    from runtime.retrieval.cli import _clip_identity
+    from runtime.retrieval.artifact_note import clip_identity
 
-    return _clip_identity(Path(clip))[1]
+    return clip_identity(Path(clip))[1]
 
 
 def test_pool_shim_speaks_both_ray_apis():

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from edge_mm.atomic import write_json
+from edge_mm.errors import UsageError
 
 ARTIFACT_NOTE = "clip_artifact.json"
 
@@ -44,3 +45,27 @@ def remembered_artifact(index_path: Union[str, Path]) -> Optional[Path]:
         return Path(note["artifact"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def artifact_for_index(index_path: Path, given: Optional[str]) -> Path:
+    """The CLIP artifact for an index: --model when given, else the one its note remembers."""
+    if given:
+        return Path(given)
+    remembered = remembered_artifact(index_path)
+    if remembered is None:
+        raise UsageError(f"pass --model CLIP_ARTIFACT (index {index_path} does not say which artifact made it)")
+    if not remembered.is_dir():
+        raise UsageError(
+            f"index {index_path} was made with the CLIP artifact {remembered}, which is no longer there; pass --model with its new folder"
+        )
+    return remembered
+
+
+def clip_identity(artifact: Path):
+    """(paths, ModelInfo) from the specs alone: checks the index before any model is loaded."""
+    from edge_mm.artifact import Artifact
+    from runtime.retrieval.embed import clip_model_info, locate_clip_artifact
+
+    paths = locate_clip_artifact(artifact)
+    text_spec = Artifact(paths.text).spec if paths.text is not None else None
+    return paths, clip_model_info(Artifact(paths.image).spec, text_spec)

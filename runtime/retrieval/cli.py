@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from edge_mm.cli_support import CliParser, install_sigterm_handler, interrupt_exit_code, non_negative_number, run_cli
 from edge_mm.errors import BackendError, IndexStoreError, InputError, UsageError
 from edge_mm.outputs import OutputKind, check_output, folder_holding
-from runtime.retrieval.artifact_note import remember_artifact, remembered_artifact
+from runtime.retrieval.artifact_note import artifact_for_index, clip_identity, remember_artifact, remembered_artifact
 from runtime.retrieval.crop import DEFAULT_PAD
 from runtime.retrieval.store import META_FILE, VECTORS_FILE, add_command
 
@@ -59,29 +59,6 @@ def existing_index(text: str) -> Path:
             f"--index {found.path} is {found.describe()}, not a retrieval index; give a folder made by edge-mm-index add"
         )
     return found.path
-
-
-def _artifact_for(index_path: Path, given: Optional[str]) -> Path:
-    if given:
-        return Path(given)
-    remembered = remembered_artifact(index_path)
-    if remembered is None:
-        raise UsageError(f"pass --model CLIP_ARTIFACT (index {index_path} does not say which artifact made it)")
-    if not remembered.is_dir():
-        raise UsageError(
-            f"index {index_path} was made with the CLIP artifact {remembered}, which is no longer there; pass --model with its new folder"
-        )
-    return remembered
-
-
-def _clip_identity(artifact: Path):
-    """(paths, ModelInfo) from the specs alone: checks the index before any model is loaded."""
-    from edge_mm.artifact import Artifact
-    from runtime.retrieval.embed import clip_model_info, locate_clip_artifact
-
-    paths = locate_clip_artifact(artifact)
-    text_spec = Artifact(paths.text).spec if paths.text is not None else None
-    return paths, clip_model_info(Artifact(paths.image).spec, text_spec)
 
 
 # --------------------------------------------------------------------------- add
@@ -136,10 +113,10 @@ def cmd_add(args: argparse.Namespace) -> int:
 
         # Before the index is created: a wrong --saliency must not leave an empty index behind.
         require_artifact(args.saliency, "--saliency", "saliency", "cdinet-s")
-    artifact = _artifact_for(index_path, args.model) if index_path.exists() else args.model
+    artifact = artifact_for_index(index_path, args.model) if index_path.exists() else args.model
     if artifact is None:
         raise UsageError("pass --model CLIP_ARTIFACT: a new index needs the model that embeds it")
-    paths, model_info = _clip_identity(Path(artifact))
+    paths, model_info = clip_identity(Path(artifact))
     # SIGTERM ends an add like Ctrl-C: the batch in flight is dropped, committed ones stay.
     previous = install_sigterm_handler()
     embedder = cropper = store = None
@@ -286,7 +263,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise InputError(f"--image {args.image} is missing or not an image OpenCV can read")
     if args.exact and args.faiss:
         raise UsageError("--exact and --faiss exclude each other; pick one")
-    paths, model_info = _clip_identity(_artifact_for(index_path, args.model))
+    paths, model_info = clip_identity(artifact_for_index(index_path, args.model))
     answers = []
     # Opening the store with the CLIP model's identity is the check that the index was made by it.
     with IndexStore(index_path, model_info=model_info, mode="r") as store:

@@ -15,7 +15,7 @@ from edge_mm.errors import IndexStoreError, UsageError
 
 
 def serve_index(args: Any) -> int:
-    from runtime.retrieval.cli import _artifact_for, _clip_identity
+    from runtime.retrieval.artifact_note import artifact_for_index, clip_identity
     from runtime.retrieval.embed import ClipEmbedder
     from runtime.retrieval.store import IndexStore
 
@@ -32,7 +32,7 @@ def serve_index(args: Any) -> int:
         raise IndexStoreError(
             f"no retrieval index at {index_path}; build one with edge-mm-index add --index {index_path} ..."
         )
-    paths, model_info = _clip_identity(_artifact_for(index_path, args.model))
+    paths, model_info = clip_identity(artifact_for_index(index_path, args.model))
     with IndexStore(index_path, model_info=model_info, mode="r") as store:  # the model check, before loading it
         items = len(store)
     embedder = ClipEmbedder.open(
