@@ -66,7 +66,11 @@ def main(argv=None) -> int:
         ax.set_title(f"{size:,} x 512, clustered")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle("bench/bench_search.py: latency against recall (2-core x86 dev box, shared and loaded)", fontsize=10)
+    fig.suptitle(
+        "bench/bench_search.py: latency against recall (100k, 200k: 2-core x86 dev box, shared and loaded; "
+        "1M: the 16-core CPU host of the lent H200)",
+        fontsize=10,
+    )
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
