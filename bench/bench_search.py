@@ -420,8 +420,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--graphs", default="all", help=f"graph candidates, comma list or 'all' ({', '.join(GRAPHS)}), '' for none"
     )
     p.add_argument("--graph-max", type=parse_size, default=1_000_000, help="skip graph candidates above this size")
-    p.add_argument("--graph-m", type=int, default=16, help="graph connectivity M (links per node)")
-    p.add_argument("--ef-construction", type=int, default=64, help="graph build-time candidate list")
+    p.add_argument("--graph-m", type=int, default=32, help="graph connectivity M (links per node)")
+    p.add_argument("--ef-construction", type=int, default=200, help="graph build-time candidate list")
     p.add_argument("--ef", default="32,64,128", help="search-time candidate lists to time on each graph")
     p.add_argument("--candidates", type=int, default=40, help="graph hits re-ranked with the fp16 rows")
     p.add_argument("--build-threads", type=int, default=2, help="threads for graph builds (queries use 1)")

@@ -49,7 +49,10 @@ def main(argv=None) -> int:
             if r["size"] != size:
                 continue
             recall = r.get("recall_at_10", 1.0)  # exact rows are the reference
-            families[r["method"].split("/")[0]].append((recall, r["single_p50_ms"], r["method"]))
+            family = r["method"].split("/")[0]
+            if "graph_m" in r:  # graphs built with other settings are other curves
+                family += f" M{r['graph_m']}"
+            families[family].append((recall, r["single_p50_ms"], r["method"]))
         colors = plt.get_cmap("tab20").colors
         for i, (name, points) in enumerate(sorted(families.items())):
             points.sort()

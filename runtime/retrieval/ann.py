@@ -45,11 +45,12 @@ log = logging.getLogger("edge_mm.runtime.ann")
 
 GRAPH_PREFIX = "graph-"
 GRAPH_SUFFIX = ".usearch"
-# Measured on clustered 512-d data, one thread, 40 re-ranked candidates (bench/bench_search.py,
-# README "Retrieval"): recall@10 at ef 64 / 128 was 0.985 / 0.996 at 100k rows but 0.862 / 0.941
-# at 200k, so the default is ef 128 (about 1.7 ms on the loaded 2-core box, 0.6 ms unloaded).
-DEFAULT_CONNECTIVITY = 16
-DEFAULT_EXPANSION_ADD = 64
+# Measured on clustered 512-d data, one query thread, 40 re-ranked candidates (bench/bench_search.py,
+# README "Retrieval"). With M 16 / ef_construction 64, recall@10 fell with size: 0.996 at 100k,
+# 0.941 at 200k, 0.356 at 1M (ef 128). M 32 / ef_construction 200 holds it at 1M: 0.948 / 0.999 at
+# ef 64 / 128 (1.5 / 2.3 ms on a 16-core host's one thread), 788 B/vector, a 3.4x slower build.
+DEFAULT_CONNECTIVITY = 32
+DEFAULT_EXPANSION_ADD = 200
 DEFAULT_EXPANSION_SEARCH = 128
 DEFAULT_CANDIDATES = 40
 DEFAULT_DTYPE = "i8"
