@@ -99,7 +99,8 @@ def test_live_page_stream_stats_events_and_pause(oracle_artifact, tmp_path):
             lambda: not _info(served)["overlay"],
             what="the overlay to switch off",
         )
-    assert served.proc.returncode in (0, 130), "\n".join(served.lines[-20:])
+    # Served.stop() sends SIGTERM to a run still going: edge-mm-run then exits 143 (0 if it had ended).
+    assert served.proc.returncode in (0, 143), "\n".join(served.lines[-20:])
 
 
 def _colour_share(jpeg: bytes, name: str) -> float:
