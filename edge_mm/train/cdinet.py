@@ -44,6 +44,7 @@ from edge_mm.evaluate.samples import (
     split_indices,
 )
 from edge_mm.rgbd import RgbdPreprocess
+from edge_mm.train import loop
 from edge_mm.train.common import BEST, clamp_gradients
 from edge_mm.train.data import RgbdTrainingSet
 from edge_mm.train.loop import Task, print_flushed
@@ -338,29 +339,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        variant=args.variant,
-        data=args.data,
-        val_data=args.val_data,
-        val_fraction=args.val_fraction,
-        train_seed=args.train_seed,
-        val_seed=args.val_seed,
-        train_count=args.train_count,
-        val_count=args.val_count,
-        scene_size=[int(v) for v in args.scene_size],
-        size=args.size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_step=args.lr_step,
-        lr_gamma=args.lr_gamma,
-        grad_clamp=args.grad_clamp,
-        seed=args.seed,
-        vgg16=args.vgg16,
-        depth_near_is_bright=not args.depth_far_is_bright,
-        augment=not args.no_augment,
-        workers=args.workers,
-        threads=args.threads,
+    return loop.config_from_args(
+        TrainConfig, args, depth_near_is_bright=not args.depth_far_is_bright, augment=not args.no_augment
     )
 
 

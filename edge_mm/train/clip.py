@@ -54,6 +54,7 @@ from edge_mm.clip.preprocess import ClipPreprocess, preprocess_batch
 from edge_mm.clip.tokenizer import tokenize
 from edge_mm.clip.weights import initial_model, save_plain_weights
 from edge_mm.errors import DatasetError, UsageError, WeightsError
+from edge_mm.train import loop
 from edge_mm.train.clip_data import SYNTHETIC, CaptionedScenes, PairsFile, split_pairs
 from edge_mm.train.clip_eval import evaluate_retrieval
 from edge_mm.train.loop import Task, print_flushed
@@ -539,28 +540,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        config=args.config,
-        init=args.init,
-        data=args.data,
-        val_data=args.val_data,
-        val_fraction=args.val_fraction,
-        train_seed=args.train_seed,
-        val_seed=args.val_seed,
-        train_count=args.train_count,
-        val_count=args.val_count,
-        scene_size=[int(v) for v in args.scene_size],
-        crop_fraction=args.crop_fraction,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps,
-        grad_clip=args.grad_clip,
-        seed=args.seed,
-        augment=args.augment,
-        threads=args.threads,
-    )
+    return loop.config_from_args(TrainConfig, args)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -324,3 +324,16 @@ def _train(task: Task, out: Path, resume: bool, progress: bool, log: Log, proces
     if start_epoch < config.epochs and processes.is_main:
         write_json(out / METRICS, summary)
     return summary
+
+
+def config_from_args(config_type: Any, args: Any, **differing: Any) -> Any:
+    """A run's config (a dataclass) from its parsed flags: every field takes the flag of its own
+    name; a model module passes only the fields whose flag is spelled differently."""
+    values = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(config_type)
+        if field.name not in differing and hasattr(args, field.name)
+    }
+    if "scene_size" in values:
+        values["scene_size"] = [int(v) for v in values["scene_size"]]  # JSON-able in checkpoints
+    return config_type(**values, **differing)
