@@ -33,11 +33,6 @@ def cache_dir() -> Path:
     return Path(override).expanduser() if override else Path.home() / ".cache" / "edge_mm"
 
 
-def file_sha256(path: Union[str, Path]) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    return sha256_file(path, _CHUNK)
-
-
 def _fetch(url: str, dest: Path, timeout: float, progress: bool) -> str:
     """Stream `url` into `dest`; return the SHA-256 of the bytes received."""
     digest = hashlib.sha256()
@@ -90,7 +85,7 @@ def download_verified(
         raise DownloadError(f"cannot name the file for {url}: pass filename=")
     final = dest_dir / filename
 
-    if final.is_file() and file_sha256(final) == expected:
+    if final.is_file() and sha256_file(final) == expected:
         return final
 
     try:

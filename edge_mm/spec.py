@@ -27,7 +27,6 @@ import hashlib
 import json
 from typing import Any, Dict, List, Union
 
-from edge_mm import hashing
 from edge_mm.errors import ArtifactError
 
 SPEC_FORMAT = 1
@@ -106,6 +105,3 @@ class ModelSpec:
         """A stable hash of what decides the input bytes: kind, inputs and preprocessing."""
         key = {"kind": self.kind, "inputs": [t.key() for t in self.inputs], "preprocess": self.preprocess}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-sha256_file = hashing.sha256_file  # kept importable from here; the helper lives in edge_mm.hashing

@@ -180,10 +180,6 @@ def state_dict_sha256(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    return sha256_file(path)
-
-
 # ---- CDINet ---------------------------------------------------------------------------------------
 
 
@@ -216,7 +212,7 @@ def load_cdinet(name: ModelName, weights: Optional[str]) -> LoadedModel:
         module = from_official(path, width=width)  # strict: WeightsError names missing/unexpected keys
         sidecar = read_weights_sidecar(path)
         preprocess = preprocess_from_sidecar(sidecar, path.with_suffix(".json")) or preprocess
-        info = {"source": source, "path": str(path), "sha256": file_sha256(path)}
+        info = {"source": source, "path": str(path), "sha256": sha256_file(path)}
         if sidecar:
             info["sidecar"] = path.with_suffix(".json").name
     return LoadedModel(name, module.eval(), info, preprocess, {"width": width, "channels": list(module.channels)})

@@ -17,8 +17,8 @@ from edge_mm.clip import weights  # noqa: E402
 from edge_mm.clip.model import CLIP  # noqa: E402
 from edge_mm.clip.preprocess import ClipPreprocess  # noqa: E402
 from edge_mm.clip.tokenizer import tokenize  # noqa: E402
-from edge_mm.download import file_sha256  # noqa: E402
 from edge_mm.errors import DownloadError, WeightsError  # noqa: E402
+from edge_mm.hashing import sha256_file  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -143,7 +143,7 @@ def test_open_clip_state_dict_loads_and_matches(open_clip_case, scratch):
     torch.save(reference.state_dict(), scratch)
     model, preprocess = clip.load(scratch)
     assert isinstance(model, CLIP) and not model.training
-    assert model.source_sha256 == file_sha256(scratch)
+    assert model.source_sha256 == sha256_file(scratch)
     assert preprocess == ClipPreprocess(image_size=224)
     _check_parity(model, open_clip_case, "state dict")
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_mm.download import cache_dir, download_verified, file_sha256
+from edge_mm.download import cache_dir, download_verified
 from edge_mm.errors import DownloadError
+from edge_mm.hashing import sha256_file
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, so the download takes several chunks
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -116,6 +117,6 @@ def test_default_destination_is_the_cache_env(tmp_path, monkeypatch):
     assert cache_dir() == tmp_path / "cache"
     with FileServer({"/a/b/file.dat": PAYLOAD}) as server:
         path = download_verified(server.url + "/a/b/file.dat", PAYLOAD_SHA, progress=False)
-    assert path == tmp_path / "cache" / "file.dat" and file_sha256(path) == PAYLOAD_SHA
+    assert path == tmp_path / "cache" / "file.dat" and sha256_file(path) == PAYLOAD_SHA
     monkeypatch.delenv("EDGE_MM_CACHE")
     assert cache_dir() == Path.home() / ".cache" / "edge_mm"

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from edge_mm.errors import EngineError
-from edge_mm.spec import METADATA_KEY, ModelSpec, TensorSpec, sha256_file
+from edge_mm.hashing import sha256_file
+from edge_mm.spec import METADATA_KEY, ModelSpec, TensorSpec
 
 trt = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX bindings are not installed")
 onnx = pytest.importorskip("onnx")

@@ -171,9 +171,9 @@ def test_int8_graph_is_explicitly_quantized_for_tensorrt(run):
 def test_a_given_calibration_set_is_used_and_recorded(tmp_path):
     from calib.sampling import sample
     from calib.store import write_set
+    from edge_mm.hashing import sha256_file
     from edge_mm.registry import cdinet_spec
     from edge_mm.rgbd import RgbdPreprocess
-    from edge_mm.spec import sha256_file
     from export.build_engine import main
 
     spec = cdinet_spec("cdinet-s", RgbdPreprocess(size=(64, 64)))

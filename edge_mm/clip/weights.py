@@ -22,8 +22,9 @@ from edge_mm.checkpoint_file import check_checkpoint_path, unreadable_checkpoint
 from edge_mm.clip.model import CLIP, build_model
 from edge_mm.clip.preprocess import ClipPreprocess
 from edge_mm.download import cache_dir as download_cache_dir
-from edge_mm.download import download_verified, file_sha256
+from edge_mm.download import download_verified
 from edge_mm.errors import WeightsError
+from edge_mm.hashing import sha256_file
 
 URL_BASE_ENV = "EDGE_MM_CLIP_URL_BASE"
 DEFAULT_URL_BASE = "https://openaipublic.azureedge.net/clip/models"
@@ -194,7 +195,7 @@ def load(
         raise WeightsError(message if str(path) in message else f"{path}: {message}") from None
     model = model.to(device)
     model.source_path = str(path)
-    model.source_sha256 = sha256 or file_sha256(path)
+    model.source_sha256 = sha256 or sha256_file(path)
     return model, ClipPreprocess.for_resolution(model.image_resolution)
 
 

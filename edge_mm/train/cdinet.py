@@ -207,9 +207,6 @@ class CdinetTask(Task):
             f"validating on {len(self.val_source)}; out: {out}"
         )
 
-    def train_size(self) -> int:
-        return len(self.train_source)
-
     def train_dataset(self, epoch: int) -> RgbdTrainingSet:
         self.lr = self.optimizer.param_groups[0]["lr"]  # the epoch's lr: the schedule steps per epoch
         self.dataset.set_epoch(epoch)

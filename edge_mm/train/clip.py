@@ -402,9 +402,6 @@ class ClipTask(Task):
             f"{self.batch_size} per epoch, validating on {len(self.val_source)}; out: {out}"
         )
 
-    def train_size(self) -> int:
-        return len(self.train_source)
-
     def train_dataset(self, epoch: int) -> PairSamples:
         self.samples.set_epoch(epoch)
         return self.samples

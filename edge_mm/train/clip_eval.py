@@ -206,11 +206,11 @@ def format_report(result: Dict[str, Any]) -> str:
 
 
 def weights_card(path: Path) -> Dict[str, Any]:
-    from edge_mm.download import file_sha256
+    from edge_mm.hashing import sha256_file
 
     return {
         "file": path.name,
-        "sha256": file_sha256(path),
+        "sha256": sha256_file(path),
         "bytes": path.stat().st_size,
         "dtype": "float32",
         "format": "plain state dict, OpenAI key names (torch.save; loads with weights_only=True)",

@@ -41,12 +41,6 @@ def write_json(path: Union[str, Path], data: Any) -> Path:
     return atomic_write_json(path, data, indent=2, sort_keys=True)
 
 
-def file_sha256(path: Union[str, Path]) -> str:
-    from edge_mm.hashing import sha256_file
-
-    return sha256_file(path)
-
-
 def set_threads(threads: Optional[int]) -> None:
     """Pin torch's intra-op threads (a busy shared CPU runs faster with fewer spinning threads)."""
     if threads:

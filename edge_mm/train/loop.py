@@ -96,7 +96,8 @@ class Task:
 
     # one step ----------------------------------------------------------------
     def train_size(self) -> int:
-        raise NotImplementedError
+        """How many training samples an epoch orders (every task keeps them in `train_source`)."""
+        return len(self.train_source)
 
     def train_dataset(self, epoch: int) -> Dataset:
         """Epoch `epoch`'s training samples by index, each a tuple of tensors (DataLoader collates them)."""

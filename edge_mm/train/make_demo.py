@@ -20,8 +20,9 @@ import torch
 from edge_mm.checkpoint import checkpoint_meta, read_checkpoint_file
 from edge_mm.cli_support import CliParser, run_cli
 from edge_mm.errors import UsageError
+from edge_mm.hashing import sha256_file
 from edge_mm.registry import WEIGHTS_DIR
-from edge_mm.train.common import BEST, METRICS, file_sha256, write_json
+from edge_mm.train.common import BEST, METRICS, write_json
 
 OFFICIAL_RECIPE = {
     "input": "256x256",
@@ -101,7 +102,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     record.update(
         {
             "format": "plain fp32 state dict of CDINet (edge_mm.cdinet.from_official(path, width))",
-            "sha256": file_sha256(weights),
+            "sha256": sha256_file(weights),
             "bytes": weights.stat().st_size,
             "parameters": int(sum(v.numel() for v in state.values())),
             "recipe": {

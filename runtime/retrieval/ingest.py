@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from edge_mm.errors import SourceError, UsageError
+from edge_mm.hashing import sha256_file
 from runtime.retrieval.crop import DEFAULT_PAD, padded_square_crop
 from runtime.retrieval.embed import ClipEmbedder, iter_batches
 from runtime.retrieval.store import IndexStore
@@ -47,7 +48,6 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".m
 RECORDING_SUFFIXES = frozenset({".bag", ".db3"})
 SOURCE_KINDS = ("recording", "rosbag", "realsense", "folder", "synthetic")
 DEFAULT_FPS = 1.0
-_HASH_CHUNK = 1 << 20
 
 
 # --------------------------------------------------------------------------- targets
@@ -124,12 +124,6 @@ def check_targets(targets: Sequence[Target], max_frames: Optional[int]) -> None:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_of_file(path: Path) -> str:
-    from edge_mm.hashing import sha256_file
-
-    return sha256_file(path, _HASH_CHUNK)
 
 
 def frame_hash(file_hash: str, frame_time_s: float, view: str) -> str:
@@ -290,7 +284,7 @@ class Ingest:
     def _video_samples(self, target: Target) -> Iterator[Sample]:
         path = target.path
         assert path is not None
-        file_hash = sha256_of_file(path)
+        file_hash = sha256_file(path)
         capture = cv2.VideoCapture(str(path))
         if not capture.isOpened():
             raise SourceError(f"OpenCV cannot open the video {path}; convert it to .mp4 (H.264) or .avi (MJPEG)")
@@ -347,7 +341,7 @@ class Ingest:
             options["count"] = self.options.max_frames
         if lowered.startswith("realsense") and not self.options.max_frames:
             self.say(f"{target.text}: indexing until Ctrl-C (or pass --max-frames N)")
-        file_hash = sha256_of_file(target.path) if target.path is not None else None
+        file_hash = sha256_file(target.path) if target.path is not None else None
         cropper = self.options.cropper
         view = "salient" if cropper is not None else "frame"
         kind = "recording" if target.path is not None else lowered.split(":", 1)[0]
