@@ -29,8 +29,8 @@ from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edge_mm.artifact import Artifact  # noqa: E402
 from edge_mm.atomic import write_json  # noqa: E402
-from runtime.artifact import Artifact  # noqa: E402
 from runtime.backends.select import select_backend  # noqa: E402
 from runtime.pipeline import Pipeline  # noqa: E402
 from runtime.saliency import SaliencyModel  # noqa: E402

@@ -269,7 +269,7 @@ def test_a_bind_beyond_loopback_makes_a_token():
 
 
 def _pipeline(oracle_artifact, sinks, frames, stats):
-    from runtime.artifact import Artifact
+    from edge_mm.artifact import Artifact
     from runtime.backends.select import select_backend
     from runtime.pipeline import Pipeline
     from runtime.saliency import SaliencyModel
