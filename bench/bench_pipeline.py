@@ -1,12 +1,13 @@
 """The runtime pipeline's throughput against its model's own, on the same artifact in one run.
 
-    python bench/bench_pipeline.py --model artifacts/cdinet-s [--frames 200] [--size 640x480]
+    python bench/bench_pipeline.py --model artifacts/cdinet-s [--frames 120] [--rounds 15] [--size 640x480]
                                    [--backend auto] [--threads N] [--workers K] [--json bench/results/pipeline.json]
 
 Rows, side by side (same backend session settings, same frames):
 - model alone: backend.infer on inputs preprocessed beforehand, back to back: the ceiling.
-  It alternates with the two replay rows for --rounds rounds (median reported, each round's kept),
-  so drifting load on a shared machine hits the model and the pipeline alike.
+  Each of --rounds short rounds measures it right before and right after the two replay rows, and
+  each ratio is against the mean of the two, so drifting load on a shared machine hits the model and
+  the pipeline alike (medians reported, each round's kept).
 - pipeline, video off: synthetic scenes rendered beforehand and replayed unpaced as a file source
   (every frame once), headless, no sink: capture ∥ preprocess ∥ infer ∥ postprocess+render.
 - pipeline, video on: the same plus the mp4v video writer.
@@ -124,6 +125,12 @@ def pipeline_row(
     if outcome.error is not None:
         raise outcome.error
     s = stats.summary()
+    stage_cpu = dict(s.get("stages_cpu_ms", {}))
+    if sinks and sinks[0].frames_written:  # the encoder's own thread, not a pipeline step
+        stage_cpu["video encode"] = round(sinks[0].encode_cpu_s / sinks[0].frames_written * 1000.0, 2)
+    if s["frames"]:  # the rest of the process: the backend's own worker threads, hand-overs, Python
+        rest = cpu / s["frames"] * 1000.0 - sum(stage_cpu.values())
+        stage_cpu["other threads (the backend's pool, ...)"] = round(rest, 2)
     return {
         "case": case,
         "frames": s["frames"],
@@ -133,7 +140,7 @@ def pipeline_row(
         "dropped": s.get("dropped", 0),
         "cpu_ms_per_frame": round(cpu / max(1, s["frames"]) * 1000.0, 2),  # the whole process, all threads
         "stage_ms_mean": {k: v["mean"] for k, v in s["stages_ms"].items()},
-        "stage_cpu_ms_mean": s.get("stages_cpu_ms", {}),
+        "stage_cpu_ms_mean": stage_cpu,
     }
 
 
@@ -180,31 +187,31 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         model = SaliencyModel(selection.backend)
         with open_source("synthetic:0", size=(h, w), count=args.distinct) as scenes:
             frames = list(scenes)
-        # Model alone and the pipeline alternate round by round, so a change in machine load hits both.
         alone, video_off, video_on, ratios, ratios_video = [], [], [], [], []
         with tempfile.TemporaryDirectory() as tmp:
+
+            def replay(case: str, video: Optional[Path] = None) -> Dict[str, Any]:
+                source = ReplaySource(frames, args.frames).open()
+                return pipeline_row(case, model, source, args.frames, workers, video=video)
+
             for r in range(args.rounds):
-                alone.append(model_alone(model, frames, args.frames))
-                video_off.append(
-                    pipeline_row(
-                        "pipeline, video off", model, ReplaySource(frames, args.frames).open(), args.frames, workers
-                    )
-                )
-                video_on.append(
-                    pipeline_row(
-                        "pipeline, video on (mp4v)",
-                        model,
-                        ReplaySource(frames, args.frames).open(),
-                        args.frames,
-                        workers,
-                        video=Path(tmp) / "bench.mp4",
-                    )
-                )
-                ratios.append(round(video_off[-1]["fps"] / alone[-1]["fps"], 3))
-                ratios_video.append(round(video_on[-1]["fps"] / alone[-1]["fps"], 3))
+                # The model alone right before and right after the two pipeline rows (whose order
+                # alternates), so a load that drifts during a round moves both sides of its ratios.
+                before = model_alone(model, frames, args.frames)
+                for case in ("off", "on") if r % 2 == 0 else ("on", "off"):
+                    if case == "off":
+                        video_off.append(replay("pipeline, video off"))
+                    else:
+                        video_on.append(replay("pipeline, video on (mp4v)", Path(tmp) / "bench.mp4"))
+                after = model_alone(model, frames, args.frames)
+                alone += [before, after]
+                model_fps = (before["fps"] + after["fps"]) / 2.0
+                ratios.append(round(video_off[-1]["fps"] / model_fps, 3))
+                ratios_video.append(round(video_on[-1]["fps"] / model_fps, 3))
                 print(
-                    f"round {r + 1}: model {alone[-1]['fps']:.2f} FPS, pipeline {video_off[-1]['fps']:.2f} FPS "
-                    f"(video on {video_on[-1]['fps']:.2f})"
+                    f"round {r + 1}: model {before['fps']:.1f} / {after['fps']:.1f} FPS (before / after), "
+                    f"pipeline {video_off[-1]['fps']:.1f} FPS ({ratios[-1]:.3f}), "
+                    f"with mp4 video {video_on[-1]['fps']:.1f} FPS ({ratios_video[-1]:.3f})"
                 )
         rows = [_median_row(alone), _median_row(video_off), _median_row(video_on)]
         rows.append(
@@ -227,7 +234,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         )
     finally:
         selection.backend.deactivate()
-    # Replay rows: the median of per-round ratios (model and pipeline measured minutes apart at most);
+    # Replay rows: the median of per-round ratios (model and pipeline measured seconds apart);
     # the others: against the median model FPS.
     rows[1]["vs_model"], rows[2]["vs_model"] = float(np.median(ratios)), float(np.median(ratios_video))
     model_fps = rows[0]["fps"]
@@ -263,7 +270,7 @@ def print_table(result: Dict[str, Any]) -> None:
     video_row = result["rows"][2]
     cpu = video_row.get("stage_cpu_ms_mean") or {}
     print(
-        "where the CPU goes, pipeline with video (thread CPU ms per frame; inference: the calling thread only): "
+        "where the CPU goes, pipeline with video (CPU ms per frame by thread; inference: the calling thread only): "
         + ", ".join(f"{k} {v}" for k, v in cpu.items())
     )
     print(
@@ -295,9 +302,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     parser.add_argument("--workers", type=int, help="pipeline workers per pre/post stage (default as edge-mm-run)")
-    parser.add_argument("--frames", type=int, default=200, help="frames per row and round (default 200)")
+    parser.add_argument("--frames", type=int, default=120, help="frames per row and round (default 120)")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="alternating rounds of model alone / pipeline (default 3)"
+        "--rounds", type=int, default=15, help="alternating rounds of model alone / pipeline (default 15)"
     )
     parser.add_argument("--distinct", type=int, default=16, help="distinct scenes rendered beforehand (default 16)")
     parser.add_argument("--size", type=_size, default=(640, 480), help="frame size WIDTHxHEIGHT (default 640x480)")

@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="threads each for preprocessing and rendering (default 1 on CPU, 2 on GPU)",
     )
     g.add_argument(
+        "--even-threads",
+        action="store_true",
+        help="run preprocessing, rendering and video encoding at normal priority on any core (default: below "
+        "the model and off its core; use this when the cores are shared with other busy work)",
+    )
+    g.add_argument(
         "--threshold",
         type=_fraction,
         default=0.5,
@@ -526,6 +532,7 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
     from runtime.sources import open_source, parse_source_uri
     from runtime.stages import AssemblyContext
     from runtime.stats import PipelineStats, format_summary
+    from runtime.threads import set_thread_tuning, thread_tuning
 
     console = _Console(args.quiet)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
@@ -578,6 +585,8 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
             title = f"{info.get('model', 'edge-mm-run')} on {source.name}"
             sinks, window = open_sinks(args, plan, console, stats, controls, title, stages)
             stats.info["outputs"] = [s.describe() for s in sinks] + ([f"stats {plan.stats}"] if plan.stats else [])
+            tuning_before = thread_tuning()
+            set_thread_tuning(not args.even_threads)  # process-wide: the video sinks' encoders follow it
             pipeline = Pipeline(
                 source,
                 stages,
@@ -615,6 +624,8 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
                 pipeline.flush_events()  # what a stage's own thread finished after the last frame
             _close_all((pipeline.sinks if pipeline is not None else sinks), console)
             source.close()
+            if pipeline is not None:
+                set_thread_tuning(tuning_before)
             if outcome is not None:
                 summary = {
                     **stats.summary(),

@@ -9,6 +9,11 @@ preprocess workers, `infer` in the single inference thread (a backend runs one r
 in its own thread, at its own rate, never blocking the stream). A stage with a slow model of its
 own keeps it off this path; a stage with nothing to compute overrides nothing of it.
 
+The inference thread runs on a core of its own at normal priority; the prepare and finish workers
+(and a video sink's encoder) run at the lowest priority on the other cores, so on a CPU backend they
+use the cycles the model leaves idle instead of slowing it (runtime.threads; off with
+set_thread_tuning(False)). During a run OpenCV calls run on the calling thread, not OpenCV's pool.
+
 Each arrow is a bounded queue, so the stages overlap and the slowest one sets the pace. Between the
 source and the first stage sits the capture thread's hand-over: a newest-frame slot for cameras
 (stale frames are dropped and counted; the next frame is taken just before inference can start on
@@ -50,6 +55,7 @@ from runtime.sinks.window import Controls
 from runtime.sources import CaptureThread, Frame, Source
 from runtime.stages.base import FrameResult, Stage, check_order
 from runtime.stats import PipelineStats
+from runtime.threads import become_helper_thread, become_inference_thread, opencv_threads
 
 __all__ = ["FrameResult", "Pipeline", "RunOutcome", "StopSignals", "save_snapshot"]
 
@@ -414,6 +420,7 @@ class Pipeline:
             time.sleep(min(wait, POLL_S))
 
     def _preprocess_worker(self, capture: CaptureThread, handoff: _OrderedHandoff, done: threading.Event) -> None:
+        become_helper_thread()
         try:
             while not done.is_set():
                 seq, frame = self._next_frame(capture)
@@ -437,6 +444,7 @@ class Pipeline:
             self._fail(exc)
 
     def _infer_worker(self, inbox: "queue.Queue[Any]", outbox: "queue.Queue[Any]") -> None:
+        become_inference_thread()
         try:
             while True:
                 seq, item = _get(inbox, self._stop)
@@ -460,6 +468,7 @@ class Pipeline:
             self._fail(exc)
 
     def _finish_worker(self, inbox: "queue.Queue[Any]", handoff: _OrderedHandoff, done: threading.Event) -> None:
+        become_helper_thread()
         try:
             while True:
                 seq, item = _get(inbox, self._stop, done)
@@ -552,6 +561,11 @@ class Pipeline:
 
     def run(self) -> RunOutcome:
         """Process the stream; returns why it stopped. Source and stage errors are re-raised after cleanup."""
+        # The pipeline's parallelism is its own threads; OpenCV's pool would only compete with them.
+        with opencv_threads(1):
+            return self._run()
+
+    def _run(self) -> RunOutcome:
         capture = CaptureThread(_TimedSource(self.source, self.stats), live=self.live, queue_size=1)
         self._frames, self._last_reason = 0, "end of stream"
         own_signals = self.signals is None

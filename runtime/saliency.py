@@ -51,8 +51,12 @@ class SaliencyResult:
 
 
 def largest_region(mask_u8: np.ndarray, min_area_px: int = 1) -> Optional[Tuple[np.ndarray, Box, int]]:
-    """(region mask uint8 {0,1}, box, area) of the largest 8-connected region, or None."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask_u8, connectivity=8)
+    """(region mask uint8 {0,1} over its own box, box, area) of the largest 8-connected region, or None."""
+    h, w = mask_u8.shape
+    # 16-bit labels halve the labelling's memory traffic (about half its time); an 8-connected mask
+    # has at most one region per 2x2 cell, so they suffice unless that count passes 65535.
+    ltype = cv2.CV_16U if ((h + 1) // 2) * ((w + 1) // 2) < 65535 else cv2.CV_32S
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask_u8, connectivity=8, ltype=ltype)
     if count <= 1:
         return None
     areas = stats[1:, cv2.CC_STAT_AREA]
@@ -62,7 +66,7 @@ def largest_region(mask_u8: np.ndarray, min_area_px: int = 1) -> Optional[Tuple[
         return None
     x, y = int(stats[best, cv2.CC_STAT_LEFT]), int(stats[best, cv2.CC_STAT_TOP])
     w, h = int(stats[best, cv2.CC_STAT_WIDTH]), int(stats[best, cv2.CC_STAT_HEIGHT])
-    region = (labels == best).view(np.uint8)
+    region = (labels[y : y + h, x : x + w] == best).view(np.uint8)
     return region, (x, y, x + w, y + h), area
 
 
@@ -108,14 +112,15 @@ def analyse_saliency(
     if found is None:
         return result
     region, (x0, y0, x1, y1), area = found
-    result.box = (x0 + x, y0 + y, x1 + x, y1 + y)
+    x0, y0, x1, y1 = x0 + x, y0 + y, x1 + x, y1 + y  # from the rectangle's grid to the frame's
+    result.box = (x0, y0, x1, y1)
     result.area_frac = area / prob.size
-    result.score = float(cv2.mean(prob[y : y + h, x : x + w], mask=region)[0])
+    result.score = float(cv2.mean(prob[y0:y1, x0:x1], mask=region)[0])
     if depth_m is not None:
         if depth_m.shape != prob.shape:
             # Depth of another resolution of the same view: to the mask grid, without blending holes.
             depth_m = cv2.resize(depth_m, (prob.shape[1], prob.shape[0]), interpolation=cv2.INTER_NEAREST)
-        result.depth_m = mean_depth_under(region, depth_m[y : y + h, x : x + w])
+        result.depth_m = mean_depth_under(region, depth_m[y0:y1, x0:x1])
     return result
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from edge_mm.errors import InputError
 from edge_mm.synthetic import SceneGenerator
-from runtime.overlay import BOX_COLOUR, render
+from runtime.overlay import BOX_COLOUR, COLORMAPS, blend_heatmap, render
 from runtime.saliency import analyse_saliency, mask_iou
 from runtime.stats import PipelineStats, Series, format_summary, measure_model_alone
 
@@ -103,6 +103,25 @@ def test_overlay_tints_only_salient_pixels_and_draws_the_box_and_text():
     cv2.rectangle(band, (x0, y0), (x1 - 1, y1 - 1), 255, 12)  # the box's lines
     core &= band == 0
     assert core.any() and np.array_equal(plain[core], scene.bgr[core])
+
+
+@pytest.mark.parametrize("colormap", sorted(COLORMAPS))
+@pytest.mark.parametrize("alpha", [0.3, 0.5, 1.0])
+def test_heatmap_blend_is_the_per_pixel_weighted_mean(colormap, alpha):
+    # The definition: image * (1 - alpha * p) + colour(p) * alpha * p, in floats, rounded once.
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    prob = rng.random((48, 64)).astype(np.float32)
+    prob[:8] = 0.0  # background rows
+    prob[8:16] = 1.0
+    colour = cv2.applyColorMap(cv2.convertScaleAbs(prob, alpha=255.0), COLORMAPS[colormap]).astype(np.float64)
+    weight = alpha * prob.astype(np.float64)[..., None]
+    expected = np.round(image * (1.0 - weight) + colour * weight)
+    blended = blend_heatmap(image, prob, alpha, colormap)
+    assert np.abs(blended - expected).max() <= 2  # byte tables: rounding steps, nothing more
+    assert np.array_equal(blended[:8], image[:8])  # probability 0: the pixel is kept exactly
+    if alpha == 1.0:
+        assert np.array_equal(blended[8:16], colour[8:16].astype(np.uint8))  # probability 1: the colour itself
 
 
 def test_model_alone_is_timed_on_its_own():

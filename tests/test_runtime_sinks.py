@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
 
 import cv2
 import numpy as np
 import pytest
 from runtime_support import count_video_frames
 
-from edge_mm.errors import UsageError
+from edge_mm.errors import EdgeMMError, UsageError
 from runtime.sinks.events import EventsSink
 from runtime.sinks.video import VideoSink, partial_path
 from runtime.sinks.window import Controls, gui_support, opencv_gui_backend
+from runtime.threads import HELPER_NICE
 
 
 def _image(k, size=(120, 160)):
@@ -27,10 +30,10 @@ def _image(k, size=(120, 160)):
 # -- video and events -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["out.mp4", "out.avi"])
-def test_video_appears_only_when_complete(tmp_path, name):
+@pytest.mark.parametrize("name,background", [("out.mp4", True), ("out.avi", True), ("out.mp4", False)])
+def test_video_appears_only_when_complete(tmp_path, name, background):
     path = tmp_path / "sub" / name
-    sink = VideoSink(path, fps=15)
+    sink = VideoSink(path, fps=15, background=background)
     for k in range(6):
         sink.write_image(_image(k))
         assert not path.exists()  # still being written, under the partial name
@@ -40,6 +43,60 @@ def test_video_appears_only_when_complete(tmp_path, name):
     assert path.exists() and not sink.partial.exists()
     assert count_video_frames(path) == 7 and sink.frames_written == 7
     sink.close()  # idempotent
+
+
+class FailingWriter:
+    """Wraps the sink's real cv2.VideoWriter: encodes `good` frames, then fails as a full disk would."""
+
+    def __init__(self, real, good: int) -> None:
+        self.real, self.good, self.calls, self.nice = real, good, 0, set()
+
+    def write(self, image) -> None:
+        self.calls += 1
+        self.nice.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) if sys.platform == "linux" else None)
+        if self.calls > self.good:
+            raise OSError("No space left on device")
+        self.real.write(image)
+
+    def release(self) -> None:
+        self.real.release()
+
+
+def _failing_after(sink, monkeypatch, good):
+    holder = {}
+
+    def open_then_wrap(image):
+        VideoSink._open(sink, image)
+        sink._writer = holder["writer"] = FailingWriter(sink._writer, good)
+
+    monkeypatch.setattr(sink, "_open", open_then_wrap)
+    return holder
+
+
+def test_an_encoder_error_stops_the_writes_and_keeps_the_frames_before_it(tmp_path, monkeypatch):
+    path = tmp_path / "v.avi"
+    sink = VideoSink(path, fps=10)
+    holder = _failing_after(sink, monkeypatch, good=3)
+    with pytest.raises(EdgeMMError, match=r"encoding video .*v\.avi failed: No space left on device"):
+        for k in range(100):  # the queue holds a few frames: the error reaches a write soon after
+            sink.write_image(_image(k))
+    assert k <= 3 + 4 + 1  # the good frames, then at most a full queue and the frame that met the error
+    sink.close()  # already reported: close() only finishes the file
+    assert count_video_frames(path) == 3 and sink.frames_written == 3
+    if sys.platform == "linux":  # encoded on the sink's own thread, at helper priority
+        assert holder["writer"].nice == {max(HELPER_NICE, os.getpriority(os.PRIO_PROCESS, 0))}
+
+
+def test_an_encoder_error_after_the_last_write_is_raised_by_close(tmp_path, monkeypatch):
+    path = tmp_path / "v.avi"
+    sink = VideoSink(path, fps=10)
+    _failing_after(sink, monkeypatch, good=1)
+    sink.write_image(_image(0))
+    sink.write_image(_image(1))  # its own encoding fails later, on the encoder's thread
+    with pytest.raises(EdgeMMError, match="No space left on device"):
+        sink.close()
+    assert count_video_frames(path) == 1  # the frame encoded before the error is a valid video
+    sink.close()  # idempotent, and silent once reported
 
 
 def test_video_errors_and_empty_runs(tmp_path):
