@@ -562,6 +562,7 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
         sinks: List[Any] = []
         stats = PipelineStats()
         outcome = pipeline = None
+        tuning_before = thread_tuning()
         try:
             ctx = AssemblyContext(
                 say=console.say,
@@ -585,7 +586,6 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
             title = f"{info.get('model', 'edge-mm-run')} on {source.name}"
             sinks, window = open_sinks(args, plan, console, stats, controls, title, stages)
             stats.info["outputs"] = [s.describe() for s in sinks] + ([f"stats {plan.stats}"] if plan.stats else [])
-            tuning_before = thread_tuning()
             set_thread_tuning(not args.even_threads)  # process-wide: the video sinks' encoders follow it
             pipeline = Pipeline(
                 source,
@@ -624,8 +624,7 @@ def run(args: argparse.Namespace, config_source_options: Dict[str, Any]) -> int:
                 pipeline.flush_events()  # what a stage's own thread finished after the last frame
             _close_all((pipeline.sinks if pipeline is not None else sinks), console)
             source.close()
-            if pipeline is not None:
-                set_thread_tuning(tuning_before)
+            set_thread_tuning(tuning_before)
             if outcome is not None:
                 summary = {
                     **stats.summary(),

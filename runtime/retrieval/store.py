@@ -35,6 +35,7 @@ builds a new index aside and renames it in.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -47,7 +48,7 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -501,8 +502,7 @@ class IndexStore:
         """Tombstone (when = a time) or revive (when = None) ids; bumps `deletions` in the same transaction."""
         db = self._db
         changed = 0
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._write_transaction():
             for start in range(0, len(ids), _SQL_CHUNK):
                 part = ids[start : start + _SQL_CHUNK]
                 marks = ",".join("?" * len(part))
@@ -515,15 +515,6 @@ class IndexStore:
                     "INSERT INTO info(key, value) VALUES ('deletions', '1') "
                     "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
                 )
-            db.execute("COMMIT")
-        except BaseException as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise IndexStoreError(
-                    f"could not commit to index {self.path} ({exc}); check disk space and permissions"
-                ) from None
-            raise
         return changed
 
     def ids_for(self, content_hashes: Sequence[str]) -> Dict[str, int]:
@@ -634,8 +625,7 @@ class IndexStore:
         """Commit the metadata of rows start..; after this returns they are indexed."""
         now = time.time()
         db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._write_transaction():
             db.executemany(
                 "INSERT INTO items(id, content_hash, path, frame_time, box, source, added_at, extra, thumbnail) "
                 "VALUES (?,?,?,?,?,?,?,?,?)",
@@ -644,6 +634,14 @@ class IndexStore:
                     for i, (h, p, t, b, s, e, th) in enumerate(rows)
                 ],
             )
+
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT; on any error a rollback, and SQLite's errors as one IndexStoreError."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield
             db.execute("COMMIT")
         except BaseException as exc:
             if db.in_transaction:
